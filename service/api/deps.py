@@ -1,0 +1,66 @@
+"""Request dependencies: what a route needs, handed out from the composition root."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+import anyio
+from anyio import CapacityLimiter
+from fastapi import Depends, Request, UploadFile
+
+from service.errors import ImageTooLarge, InvalidImage, InvalidInput
+from service.metrics import Metrics
+from service.recognizer import Recognizer
+from service.settings import Settings
+
+T = TypeVar("T")
+
+
+@dataclass
+class Components:
+    settings: Settings
+    recognizer: Recognizer
+    metrics: Metrics
+    inference: CapacityLimiter  # bounds concurrent CPU/GPU work; the rest waits its turn
+
+
+def get_components(request: Request) -> Components:
+    components: Components = request.app.state.components
+    return components
+
+
+ComponentsDep = Annotated[Components, Depends(get_components)]
+
+
+def get_recognizer(components: ComponentsDep) -> Recognizer:
+    return components.recognizer
+
+
+RecognizerDep = Annotated[Recognizer, Depends(get_recognizer)]
+
+
+async def run_blocking(components: Components, fn: Callable[..., T], *args: object) -> T:
+    """Run inference and database work off the event loop, bounded by the inference limiter."""
+    return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=components.inference)
+
+
+async def read_upload(upload: UploadFile, settings: Settings, label: str = "image") -> bytes:
+    limit = settings.max_image_bytes
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        raise ImageTooLarge(f"{label} is larger than the {limit}-byte limit")
+    if not data:
+        raise InvalidImage(f"{label} is empty")
+    return data
+
+
+async def read_uploads(uploads: list[UploadFile], settings: Settings) -> list[bytes]:
+    if not uploads:
+        raise InvalidInput("at least one image is required", code="missing_image")
+    if len(uploads) > settings.max_images_per_request:
+        raise InvalidInput(
+            f"{len(uploads)} images sent; at most {settings.max_images_per_request} per request", code="too_many_files"
+        )
+    return [await read_upload(u, settings, f"image {i}") for i, u in enumerate(uploads)]

@@ -1,0 +1,139 @@
+"""Enroll, identify, verify, detect."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Response, UploadFile, status
+
+from service.api.deps import Components, ComponentsDep, read_upload, read_uploads, run_blocking
+from service.api.schemas import (
+    DetectedFace,
+    DetectResponse,
+    EnrollResponse,
+    ErrorResponse,
+    IdentifyResponse,
+    ModelPublic,
+    VerifyResponse,
+)
+from service.errors import InvalidInput
+from service.timing import Timings
+
+router = APIRouter(tags=["recognition"])
+
+ERRORS: dict[int | str, dict[str, object]] = {
+    413: {"model": ErrorResponse, "description": "An image over the byte or pixel limit."},
+    415: {"model": ErrorResponse, "description": "An image type that is not supported."},
+    422: {"model": ErrorResponse, "description": "Invalid request, unreadable image or no face."},
+}
+
+Name = Annotated[str, Form(min_length=1, max_length=200, description="Display name.", examples=["Ada Lovelace"])]
+ExternalId = Annotated[
+    str | None, Form(min_length=1, max_length=200, description="Your own unique key for this person.")
+]
+Images = Annotated[list[UploadFile], File(description="One or more photos (repeat the field), at most 20.")]
+Threshold = Annotated[
+    float | None, Form(ge=-1.0, le=1.0, description="Cosine threshold for this request; default: the service's policy.")
+]
+
+
+def model_public(components: Components) -> ModelPublic:
+    embedder = components.recognizer.embedder
+    return ModelPublic(
+        name=embedder.manifest.name,
+        version=embedder.manifest.version,
+        embedding_size=embedder.manifest.embedding_size,
+        provider=embedder.provider,
+    )
+
+
+def finish(response: Response, components: Components, timings: Timings) -> None:
+    response.headers["Server-Timing"] = timings.header()
+    components.metrics.observe(timings)
+
+
+def clean_name(name: str) -> str:
+    name = name.strip()
+    if not name:
+        raise InvalidInput("name: must not be blank")
+    return name
+
+
+@router.post(
+    "/enroll",
+    status_code=status.HTTP_201_CREATED,
+    response_model=EnrollResponse,
+    responses={**ERRORS, 409: {"model": ErrorResponse, "description": "external_id already in use."}},
+    summary="Register a person from one or more photos",
+)
+async def enroll(
+    components: ComponentsDep, response: Response, name: Name, images: Images, external_id: ExternalId = None
+) -> EnrollResponse:
+    """Creates an identity from every image that yields a face. Per image the largest face is used; an
+    image where a second face is at least half as large is rejected as `ambiguous_faces`. If no image
+    gives a face the answer is 422 `no_face` and nothing is stored."""
+    name = clean_name(name)
+    data = await read_uploads(images, components.settings)
+    timings = Timings()
+    result = await run_blocking(
+        components, lambda: components.recognizer.enroll(name, data, external_id=external_id, timings=timings)
+    )
+    finish(response, components, timings)
+    return EnrollResponse.of(result)
+
+
+@router.post("/identify", response_model=IdentifyResponse, responses=ERRORS, summary="Who is in this photo, or unknown")
+async def identify(
+    components: ComponentsDep,
+    response: Response,
+    image: Annotated[UploadFile, File(description="The photo to search.")],
+    top_k: Annotated[int, Form(ge=1, le=100, description="Candidates per face.")] = 5,
+    threshold: Threshold = None,
+) -> IdentifyResponse:
+    """Every face in the photo, largest first, with its best candidates. A face is a `match` when its best
+    candidate's cosine similarity reaches the threshold, otherwise `unknown` (open-set rejection)."""
+    data = await read_upload(image, components.settings)
+    timings = Timings()
+    recognizer = components.recognizer
+    result = await run_blocking(
+        components, lambda: recognizer.identify(data, top_k=top_k, threshold=threshold, timings=timings)
+    )
+    finish(response, components, timings)
+    return IdentifyResponse.of(result, model_public(components), recognizer.gallery.size)
+
+
+@router.post("/verify", response_model=VerifyResponse, responses=ERRORS, summary="Are these the same person (1:1)")
+async def verify(
+    components: ComponentsDep,
+    response: Response,
+    image_a: Annotated[UploadFile, File(description="First photo (its largest face is used).")],
+    image_b: Annotated[UploadFile | None, File(description="Second photo; or give identity_id.")] = None,
+    identity_id: Annotated[int | None, Form(ge=1, description="Compare with this enrolled identity.")] = None,
+    threshold: Threshold = None,
+) -> VerifyResponse:
+    if (image_b is None) == (identity_id is None):
+        raise InvalidInput("give either image_b or identity_id, not both and not neither")
+    data_a = await read_upload(image_a, components.settings, "image_a")
+    data_b = await read_upload(image_b, components.settings, "image_b") if image_b is not None else None
+    timings = Timings()
+    result = await run_blocking(
+        components,
+        lambda: components.recognizer.verify(
+            data_a, data_b=data_b, identity_id=identity_id, threshold=threshold, timings=timings
+        ),
+    )
+    finish(response, components, timings)
+    return VerifyResponse.of(result)
+
+
+@router.post("/detect", response_model=DetectResponse, responses=ERRORS, summary="Faces, landmarks and scores")
+async def detect(
+    components: ComponentsDep,
+    response: Response,
+    image: Annotated[UploadFile, File(description="The photo.")],
+) -> DetectResponse:
+    data = await read_upload(image, components.settings)
+    timings = Timings()
+    faces, (width, height) = await run_blocking(components, lambda: components.recognizer.detect(data, timings))
+    finish(response, components, timings)
+    return DetectResponse(faces=[DetectedFace.of(f) for f in faces], width=width, height=height)

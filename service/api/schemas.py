@@ -1,0 +1,224 @@
+"""JSON shapes of the API (responses; requests are multipart forms)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.recognizer import Decision, EnrollResult, IdentifiedFace, IdentifyResult, VerifyResult
+from service.store import FaceRecord, IdentityRecord
+from service.vision.detect import Face
+
+Box = list[float]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["no_face"])
+    message: str = Field(examples=["no face was found in the image"])
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class IdentityPublic(BaseModel):
+    id: int = Field(examples=[42])
+    name: str = Field(examples=["Ada Lovelace"])
+    external_id: str | None = Field(default=None, examples=["employee-1815"])
+    faces: int = Field(description="Number of enrolled faces.", examples=[3])
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, record: IdentityRecord) -> IdentityPublic:
+        return cls(
+            id=record.id,
+            name=record.name,
+            external_id=record.external_id,
+            faces=record.faces,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+        )
+
+
+class IdentityList(BaseModel):
+    items: list[IdentityPublic]
+    total: int = Field(description="Matching identities in all pages.")
+
+
+class IdentityUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    external_id: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class FacePublic(BaseModel):
+    id: int
+    box: Box = Field(description="x1, y1, x2, y2 in the source image's pixels")
+    score: float = Field(description="detector confidence")
+    model: str = Field(description="the embedding model that made this face's vector")
+    image_sha256: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, record: FaceRecord) -> FacePublic:
+        return cls(
+            id=record.id,
+            box=list(record.box),
+            score=round(record.score, 4),
+            model=record.model,
+            image_sha256=record.image_sha256,
+            created_at=record.created_at,
+        )
+
+
+class FaceList(BaseModel):
+    items: list[FacePublic]
+
+
+class AcceptedImage(BaseModel):
+    image: int = Field(description="index of the image in the request")
+    face_id: int
+    box: Box
+    score: float
+
+
+class RejectedImage(BaseModel):
+    image: int
+    code: str = Field(examples=["ambiguous_faces"])
+    message: str
+
+
+class EnrollResponse(BaseModel):
+    identity: IdentityPublic
+    accepted: list[AcceptedImage]
+    rejected: list[RejectedImage]
+
+    @classmethod
+    def of(cls, result: EnrollResult) -> EnrollResponse:
+        return cls(
+            identity=IdentityPublic.of(result.identity),
+            accepted=[
+                AcceptedImage(image=a.image, face_id=a.face_id, box=list(a.box), score=a.score) for a in result.accepted
+            ],
+            rejected=[RejectedImage(image=r.image, code=r.code, message=r.message) for r in result.rejected],
+        )
+
+
+class CandidatePublic(BaseModel):
+    identity: IdentityPublic
+    similarity: float = Field(description="cosine similarity of the identity's closest face")
+
+
+class IdentifiedFacePublic(BaseModel):
+    box: Box
+    score: float
+    landmarks: list[list[float]]
+    decision: Literal["match", "unknown"]
+    identity: IdentityPublic | None = Field(description="the match, or null when unknown")
+    similarity: float | None = Field(description="the best candidate's cosine, even when the decision is unknown")
+    candidates: list[CandidatePublic]
+
+    @classmethod
+    def of(cls, face: IdentifiedFace) -> IdentifiedFacePublic:
+        return cls(
+            box=list(face.box),
+            score=face.score,
+            landmarks=[[round(float(v), 1) for v in p] for p in face.landmarks],
+            decision="match" if face.decision == "match" else "unknown",
+            identity=IdentityPublic.of(face.identity) if face.identity else None,
+            similarity=round(face.similarity, 5) if face.similarity is not None else None,
+            candidates=[
+                CandidatePublic(identity=IdentityPublic.of(m.identity), similarity=round(m.similarity, 5))
+                for m in face.candidates
+            ],
+        )
+
+
+class ModelPublic(BaseModel):
+    name: str = Field(examples=["sface"])
+    version: str = Field(examples=["2021dec-int8bq"])
+    embedding_size: int
+    provider: str = Field(description="ONNX Runtime execution provider in use", examples=["CPUExecutionProvider"])
+
+
+class IdentifyResponse(BaseModel):
+    faces: list[IdentifiedFacePublic] = Field(description="every face in the image, largest first")
+    threshold: float = Field(description="the cosine threshold this decision used")
+    threshold_source: str = Field(description="request, fixed (setting), manifest, or gallery (FPIR target)")
+    expected_fpir: float | None = Field(
+        description="false-positive identification rate expected at this threshold and gallery size, when known"
+    )
+    gallery_size: int
+    model: ModelPublic
+
+    @classmethod
+    def of(cls, result: IdentifyResult, model: ModelPublic, gallery_size: int) -> IdentifyResponse:
+        decision: Decision = result.decision
+        return cls(
+            faces=[IdentifiedFacePublic.of(f) for f in result.faces],
+            threshold=round(decision.threshold, 5),
+            threshold_source=decision.source,
+            expected_fpir=decision.expected_fpir,
+            gallery_size=gallery_size,
+            model=model,
+        )
+
+
+class VerifyResponse(BaseModel):
+    similarity: float
+    decision: Literal["match", "no_match"]
+    threshold: float
+    box_a: Box
+    box_b: Box | None
+
+    @classmethod
+    def of(cls, result: VerifyResult) -> VerifyResponse:
+        return cls(
+            similarity=round(result.similarity, 5),
+            decision="match" if result.decision == "match" else "no_match",
+            threshold=round(result.threshold, 5),
+            box_a=list(result.box_a),
+            box_b=list(result.box_b) if result.box_b else None,
+        )
+
+
+class DetectedFace(BaseModel):
+    box: Box
+    score: float
+    landmarks: list[list[float]] = Field(description="eyes, nose tip, mouth corners; image-left first")
+
+    @classmethod
+    def of(cls, face: Face) -> DetectedFace:
+        return cls(
+            box=[round(float(v), 1) for v in face.box],
+            score=round(face.score, 4),
+            landmarks=[[round(float(v), 1) for v in p] for p in face.landmarks],
+        )
+
+
+class DetectResponse(BaseModel):
+    faces: list[DetectedFace]
+    width: int
+    height: int
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model: ModelPublic
+    detector: str
+    database: Literal["ok", "unreachable"]
+    database_error: str | None = None
+    gallery_size: int
+    gallery_device: str
+    gallery_index: str
+    searchable_faces_in_db: int | None
+    faces_of_other_models: dict[str, int]
+    in_sync: bool

@@ -1,0 +1,184 @@
+"""The composition root: `create_app(settings)` builds every component once, at start-up."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+from anyio import CapacityLimiter
+from fastapi import FastAPI, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.api.deps import Components
+from service.api.errors import error_response, install_error_handlers
+from service.api.routes import health, identities, recognition
+from service.gallery import FaissGallery
+from service.metrics import Metrics
+from service.recognizer import Recognizer
+from service.settings import Settings
+from service.store import Store
+from service.store.migrate import upgrade
+from service.threshold import FixedThreshold, ThresholdPolicy
+from service.vision.detect import DetectorOptions, YuNetDetector
+from service.vision.embed import OnnxEmbedder
+from service.vision.manifest import ModelManifest
+from service.vision.models import load_detector_model, load_embedder_model
+
+log = logging.getLogger("faceid")
+
+DESCRIPTION = """
+Self-hosted face identification. Enroll people from photos, then ask who is in a photo:
+every face comes back as a **match** or **unknown** (open-set rejection by a calibrated
+cosine threshold). Errors are JSON: `{"error": {"code": "...", "message": "..."}}`.
+"""
+
+
+def threshold_policy(settings: Settings, manifest: ModelManifest) -> ThresholdPolicy:
+    if settings.threshold is not None:
+        return FixedThreshold(settings.threshold, "fixed")
+    return FixedThreshold(manifest.threshold.cosine, "manifest")
+
+
+def build_recognizer(settings: Settings) -> Recognizer:
+    """Every heavy component, built once. Fails fast on a bad model, provider or database."""
+    store = Store.from_url(settings.database_url, pool_size=settings.db_pool_size)
+    if settings.auto_migrate:
+        upgrade(store.engine)
+    detector = YuNetDetector(
+        load_detector_model(),
+        DetectorOptions(
+            score_threshold=settings.detect_score_threshold,
+            max_side=settings.detect_max_side,
+            min_face=settings.min_face_size,
+        ),
+    )
+    manifest, model = load_embedder_model(settings.embedder)
+    embedder = OnnxEmbedder(
+        manifest,
+        model,
+        providers=settings.providers,
+        intra_op_threads=settings.intra_op_threads,
+        require_gpu=settings.require_gpu,
+    )
+    gallery = FaissGallery(manifest.embedding_size, kind=settings.gallery_index, device=settings.gallery_device)
+    recognizer = Recognizer(
+        detector=detector,
+        embedder=embedder,
+        gallery=gallery,
+        store=store,
+        threshold=threshold_policy(settings, manifest),
+        max_image_pixels=settings.max_image_pixels,
+        ambiguous_ratio=settings.ambiguous_ratio,
+    )
+    recognizer.rebuild()
+    log.info(
+        "faceid ready: embedder %s on %s, detector %s, gallery %d faces (%s, %s), database %s",
+        manifest.model_id,
+        embedder.provider,
+        detector.name,
+        gallery.size,
+        settings.gallery_index,
+        gallery.device,
+        store.engine.url.render_as_string(hide_password=True),
+    )
+    return recognizer
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes before they are parsed or spooled."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await error_response(413, "payload_too_large", f"the request is over {self.limit} bytes")(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await error_response(413, "payload_too_large", f"the request is over {self.limit} bytes")(
+                scope, receive, send
+            )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        recognizer = await anyio.to_thread.run_sync(build_recognizer, settings)
+        threads = settings.inference_threads or os.cpu_count() or 1
+        app.state.components = Components(settings, recognizer, Metrics(), CapacityLimiter(threads))
+        async with anyio.create_task_group() as tasks:
+            if settings.sync_interval > 0:
+                tasks.start_soon(_follow_changes, recognizer, settings.sync_interval)
+            try:
+                yield
+            finally:
+                tasks.cancel_scope.cancel()
+        recognizer.store.close()
+
+    app = FastAPI(
+        title="faceid",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses={500: {"description": "Internal error (JSON error body)."}},
+    )
+    install_error_handlers(app)
+    app.include_router(recognition.router)
+    app.include_router(identities.router)
+    app.include_router(health.router)
+
+    @app.middleware("http")
+    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = anyio.current_time()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        components: Components | None = getattr(request.app.state, "components", None)
+        if components is not None:
+            components.metrics.latency.labels(path).observe(anyio.current_time() - start)
+            components.metrics.requests.labels(path, str(response.status_code)).inc()
+        return response
+
+    body_limit = settings.max_image_bytes * settings.max_images_per_request + 1024 * 1024
+    app.add_middleware(BodyLimit, limit=body_limit)
+    return app
+
+
+async def _follow_changes(recognizer: Recognizer, interval: float) -> None:
+    """Apply enrolls and deletes made by other processes or replicas (the database's change log)."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            await anyio.to_thread.run_sync(recognizer.sync)
+        except Exception:  # the database may be briefly away; keep following
+            log.warning("could not read the change log", exc_info=True)

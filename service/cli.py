@@ -1,0 +1,120 @@
+"""`faceid`: run the service, migrate the database, bulk-enroll a folder of people."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from service.settings import Settings
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    if settings.workers > 1:
+        # Workers import the factory themselves and read the same FACEID_ environment.
+        uvicorn.run(
+            "service.app:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+        )
+        return
+    from service.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+def migrate(settings: Settings) -> None:
+    from service.store import Store
+    from service.store.migrate import upgrade
+
+    store = Store.from_url(settings.database_url)
+    upgrade(store.engine)
+    store.close()
+
+
+def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
+    """One identity per sub-folder (its name is the folder name and external_id), through the
+    same `Recognizer.enroll` that `POST /enroll` calls."""
+    from tqdm import tqdm
+
+    from service.app import build_recognizer
+    from service.errors import FaceIdError
+
+    people = sorted(p for p in root.iterdir() if p.is_dir())
+    if not people:
+        print(f"no sub-folders (one per person) in {root}", file=sys.stderr)
+        return 2
+    recognizer = build_recognizer(settings)
+    enrolled = photos = failed = 0
+    with tqdm(total=len(people), unit="person", desc="enroll") as bar:
+        for person in people:
+            files = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            bar.update(1)
+            if not files:
+                continue
+            if (
+                skip_existing
+                and recognizer.store.list_identities(limit=1, offset=0, name=None)[1]
+                and _exists(recognizer, person.name)
+            ):
+                continue
+            try:
+                for start in range(0, len(files), settings.max_images_per_request):
+                    chunk = [f.read_bytes() for f in files[start : start + settings.max_images_per_request]]
+                    if start == 0:
+                        result = recognizer.enroll(person.name, chunk, external_id=person.name)
+                        identity_id = result.identity.id
+                    else:
+                        result = recognizer.add_faces(identity_id, chunk)
+                    photos += len(result.accepted)
+                enrolled += 1
+            except FaceIdError as exc:
+                failed += 1
+                tqdm.write(f"{person.name}: {exc.code}: {exc.message}")
+            bar.set_postfix(people=enrolled, photos=photos, failed=failed)
+    print(f"enrolled {enrolled} people from {photos} photos; {failed} failed")
+    recognizer.store.close()
+    return 0 if enrolled or not people else 1
+
+
+def _exists(recognizer: object, external_id: str) -> bool:
+    from sqlalchemy import select
+
+    from service.recognizer import Recognizer
+    from service.store.tables import IdentityRow
+
+    assert isinstance(recognizer, Recognizer)
+    with recognizer.store.engine.connect() as conn:
+        return conn.execute(select(IdentityRow.id).where(IdentityRow.external_id == external_id)).first() is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="faceid", description=__doc__)
+    sub = parser.add_subparsers(dest="command")
+    sub.add_parser("serve", help="run the HTTP service (settings from FACEID_* environment variables)")
+    sub.add_parser("migrate", help="apply database migrations and exit")
+    bulk = sub.add_parser("enroll-folder", help="enroll one identity per sub-folder of photos")
+    bulk.add_argument("root", type=Path)
+    bulk.add_argument("--skip-existing", action="store_true", help="skip folders already enrolled (by external_id)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    if args.command in (None, "serve"):
+        serve(settings)
+    elif args.command == "migrate":
+        migrate(settings)
+    elif args.command == "enroll-folder":
+        return enroll_folder(settings, args.root, args.skip_existing)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Domain errors. Core code raises these; `service.api.errors` maps them to HTTP.
+
+Each error has a stable machine-readable `code` and the HTTP status it maps to.
+"""
+
+from __future__ import annotations
+
+
+class FaceIdError(Exception):
+    code = "error"
+    status = 500
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class ModelError(FaceIdError):
+    """A model or its manifest is missing, corrupt or inconsistent (a start-up error)."""
+
+    code = "model_error"
+    status = 500
+
+
+class ProviderError(ModelError):
+    """The GPU was required but ONNX Runtime is not using it."""
+
+    code = "provider_unavailable"
+
+
+class InvalidInput(FaceIdError):
+    code = "invalid_request"
+    status = 422
+
+
+class InvalidImage(FaceIdError):
+    """Bytes that are not a decodable image of a supported type (empty, truncated, garbage)."""
+
+    code = "invalid_image"
+    status = 422
+
+
+class UnsupportedImageType(FaceIdError):
+    code = "unsupported_media_type"
+    status = 415
+
+
+class ImageTooLarge(FaceIdError):
+    """Over the byte limit or the pixel limit (a decompression bomb)."""
+
+    code = "image_too_large"
+    status = 413
+
+
+class NoFace(FaceIdError):
+    code = "no_face"
+    status = 422
+
+
+class AmbiguousFaces(FaceIdError):
+    code = "ambiguous_faces"
+    status = 422
+
+
+class NotFound(FaceIdError):
+    code = "not_found"
+    status = 404
+
+
+class Conflict(FaceIdError):
+    code = "conflict"
+    status = 409
+
+
+class Unavailable(FaceIdError):
+    code = "unavailable"
+    status = 503

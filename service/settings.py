@@ -1,0 +1,81 @@
+"""Service settings: environment variables prefixed FACEID_, validated at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.vision.onnx import DEFAULT_PROVIDERS
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEID_", env_file=".env", extra="forbid", frozen=True)
+
+    # Storage
+    database_url: str = Field(
+        default="sqlite:///./faceid.db",
+        description="SQLAlchemy URL. SQLite file by default; postgresql+psycopg://user:pass@host/db in deployment.",
+    )
+    auto_migrate: bool = Field(default=True, description="Apply database migrations at start-up.")
+    db_pool_size: int = Field(default=10, ge=1, le=200)
+
+    # Models
+    embedder: str = Field(
+        default="builtin:sface",
+        description="Recogniser: 'builtin:sface' or a path to an exported model's manifest.json (or its folder).",
+    )
+    providers: list[str] = Field(
+        default=list(DEFAULT_PROVIDERS), description="ONNX Runtime execution providers, in order of preference."
+    )
+    require_gpu: bool = Field(default=False, description="Fail at start-up unless the embedder runs on a GPU.")
+    intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per inference (0: all cores).")
+    inference_threads: int = Field(default=0, ge=0, description="Concurrent inference jobs (0: number of cores).")
+
+    # Detection
+    detect_score_threshold: float = Field(default=0.6, gt=0, lt=1)
+    detect_max_side: int = Field(default=640, ge=64, le=4096, description="Detect on a copy scaled to this side.")
+    min_face_size: int = Field(default=12, ge=1, description="Smallest face side in pixels kept by detection.")
+    ambiguous_ratio: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Enroll rejects an image if a second face is at least this share of the largest.",
+    )
+
+    # Matching
+    threshold: float | None = Field(
+        default=None, ge=-1, le=1, description="Fixed cosine threshold; unset uses the model manifest's threshold."
+    )
+    gallery_index: Literal["flat", "flat_fp16", "hnsw"] = "flat"
+    gallery_device: Literal["auto", "cpu", "cuda"] = "auto"
+    sync_interval: float = Field(
+        default=0.5, ge=0, description="Seconds between checks of the database change log (0: off)."
+    )
+
+    # Limits
+    max_image_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(default=40_000_000, ge=10_000)
+    max_images_per_request: int = Field(default=20, ge=1, le=100)
+
+    # Server
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str) and not value.startswith("["):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _sqlite_parent(cls, value: str) -> str:
+        if value.startswith("sqlite:///") and ":memory:" not in value:
+            Path(value.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        return value

@@ -1,0 +1,311 @@
+"""All SQL the service runs. Returns plain records, never ORM objects or sessions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+from sqlalchemy import Engine, create_engine, delete, event, func, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from service.errors import Conflict, NotFound
+from service.store.tables import FaceEventRow, FaceRow, IdentityRow
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    id: int
+    name: str
+    external_id: str | None
+    faces: int
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class FaceRecord:
+    id: int
+    identity_id: int
+    model: str
+    box: tuple[float, float, float, float]
+    score: float
+    image_sha256: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NewFace:
+    embedding: NDArray[np.float32]
+    model: str
+    box: tuple[float, float, float, float]
+    score: float
+    image_sha256: str
+
+
+@dataclass(frozen=True)
+class FaceChange:
+    seq: int
+    op: str  # "add" | "remove"
+    face_id: int
+    identity_id: int
+    model: str
+
+
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            if ":memory:" not in url:
+                cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+
+def _face_record(row: FaceRow) -> FaceRecord:
+    return FaceRecord(
+        id=row.id,
+        identity_id=row.identity_id,
+        model=row.model,
+        box=(row.box_x1, row.box_y1, row.box_x2, row.box_y2),
+        score=row.detector_score,
+        image_sha256=row.image_sha256,
+        created_at=row.created_at,
+    )
+
+
+# Writers take this PostgreSQL advisory lock (until commit) so change-log sequence
+# numbers become visible in order: a reader that has seen entry n never later
+# finds an entry below n appearing.
+_WRITE_LOCK_KEY = 0x46414346
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._postgres = engine.dialect.name == "postgresql"
+
+    def _writer(self) -> Session:
+        session = self._sessions()
+        if self._postgres:
+            session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WRITE_LOCK_KEY})
+        return session
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 10) -> Store:
+        return cls(make_engine(url, pool_size=pool_size))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    # --- identities -------------------------------------------------------------
+
+    def _identity(self, session: Session, identity_id: int) -> IdentityRow:
+        row = session.get(IdentityRow, identity_id)
+        if row is None:
+            raise NotFound(f"identity {identity_id} does not exist")
+        return row
+
+    def _record(self, session: Session, row: IdentityRow) -> IdentityRecord:
+        count = session.scalar(select(func.count(FaceRow.id)).where(FaceRow.identity_id == row.id)) or 0
+        return IdentityRecord(row.id, row.name, row.external_id, int(count), row.created_at, row.updated_at)
+
+    def _commit(self, session: Session, external_id: str | None) -> None:
+        try:
+            session.commit()
+        except IntegrityError as exc:
+            session.rollback()
+            raise Conflict(f"external_id {external_id!r} is already used by another identity") from exc
+
+    def _add_faces(self, session: Session, identity_id: int, faces: list[NewFace]) -> list[FaceRecord]:
+        rows = [
+            FaceRow(
+                identity_id=identity_id,
+                embedding=np.ascontiguousarray(f.embedding, dtype="<f4").tobytes(),
+                dim=int(f.embedding.shape[0]),
+                model=f.model,
+                box_x1=f.box[0],
+                box_y1=f.box[1],
+                box_x2=f.box[2],
+                box_y2=f.box[3],
+                detector_score=f.score,
+                image_sha256=f.image_sha256,
+            )
+            for f in faces
+        ]
+        session.add_all(rows)
+        session.flush()
+        session.add_all(FaceEventRow(op="add", face_id=r.id, identity_id=identity_id, model=r.model) for r in rows)
+        return [_face_record(r) for r in rows]
+
+    def create_identity(
+        self, name: str, external_id: str | None, faces: list[NewFace]
+    ) -> tuple[IdentityRecord, list[FaceRecord]]:
+        """One transaction: the identity and all its faces, or nothing."""
+        with self._writer() as session:
+            row = IdentityRow(name=name, external_id=external_id)
+            session.add(row)
+            try:
+                session.flush()
+            except IntegrityError as exc:
+                session.rollback()
+                raise Conflict(f"external_id {external_id!r} is already used by another identity") from exc
+            records = self._add_faces(session, row.id, faces)
+            self._commit(session, external_id)
+            return IdentityRecord(
+                row.id, row.name, row.external_id, len(records), row.created_at, row.updated_at
+            ), records
+
+    def add_faces(self, identity_id: int, faces: list[NewFace]) -> tuple[IdentityRecord, list[FaceRecord]]:
+        with self._writer() as session:
+            row = self._identity(session, identity_id)
+            records = self._add_faces(session, identity_id, faces)
+            row.updated_at = records[0].created_at if records else row.updated_at
+            session.commit()
+            return self._record(session, row), records
+
+    def get_identity(self, identity_id: int) -> IdentityRecord:
+        with self._sessions() as session:
+            return self._record(session, self._identity(session, identity_id))
+
+    def get_identities(self, ids: list[int]) -> dict[int, IdentityRecord]:
+        if not ids:
+            return {}
+        with self._sessions() as session:
+            counts = dict(
+                session.execute(
+                    select(FaceRow.identity_id, func.count(FaceRow.id))
+                    .where(FaceRow.identity_id.in_(ids))
+                    .group_by(FaceRow.identity_id)
+                ).all()
+            )
+            rows = session.scalars(select(IdentityRow).where(IdentityRow.id.in_(ids))).all()
+            return {
+                r.id: IdentityRecord(r.id, r.name, r.external_id, int(counts.get(r.id, 0)), r.created_at, r.updated_at)
+                for r in rows
+            }
+
+    def list_identities(self, *, limit: int, offset: int, name: str | None = None) -> tuple[list[IdentityRecord], int]:
+        with self._sessions() as session:
+            query = select(IdentityRow)
+            if name:
+                pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                query = query.where(func.lower(IdentityRow.name).like(pattern.lower(), escape="\\"))
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            rows = session.scalars(query.order_by(IdentityRow.id).limit(limit).offset(offset)).all()
+            records = self.get_identities([r.id for r in rows])
+            return [records[r.id] for r in rows], int(total)
+
+    def update_identity(
+        self,
+        identity_id: int,
+        *,
+        name: str | None = None,
+        external_id: str | None = None,
+        clear_external_id: bool = False,
+    ) -> IdentityRecord:
+        with self._writer() as session:
+            row = self._identity(session, identity_id)
+            if name is not None:
+                row.name = name
+            if external_id is not None or clear_external_id:
+                row.external_id = external_id
+            self._commit(session, external_id)
+            return self._record(session, row)
+
+    def delete_identity(self, identity_id: int) -> list[int]:
+        """Deletes the identity and its faces; returns the deleted face ids."""
+        with self._writer() as session:
+            self._identity(session, identity_id)
+            faces = session.execute(select(FaceRow.id, FaceRow.model).where(FaceRow.identity_id == identity_id)).all()
+            session.add_all(
+                FaceEventRow(op="remove", face_id=fid, identity_id=identity_id, model=model) for fid, model in faces
+            )
+            session.execute(delete(FaceRow).where(FaceRow.identity_id == identity_id))
+            session.execute(delete(IdentityRow).where(IdentityRow.id == identity_id))
+            session.commit()
+            return [fid for fid, _ in faces]
+
+    # --- faces ------------------------------------------------------------------
+
+    def list_faces(self, identity_id: int) -> list[FaceRecord]:
+        with self._sessions() as session:
+            self._identity(session, identity_id)
+            rows = session.scalars(select(FaceRow).where(FaceRow.identity_id == identity_id).order_by(FaceRow.id)).all()
+            return [_face_record(r) for r in rows]
+
+    def delete_face(self, identity_id: int, face_id: int) -> None:
+        with self._writer() as session:
+            self._identity(session, identity_id)
+            row = session.get(FaceRow, face_id)
+            if row is None or row.identity_id != identity_id:
+                raise NotFound(f"face {face_id} of identity {identity_id} does not exist")
+            session.add(FaceEventRow(op="remove", face_id=face_id, identity_id=identity_id, model=row.model))
+            session.delete(row)
+            session.commit()
+
+    def identity_embeddings(self, identity_id: int, model: str) -> NDArray[np.float32]:
+        with self._sessions() as session:
+            self._identity(session, identity_id)
+            rows = session.execute(
+                select(FaceRow.embedding, FaceRow.dim).where(FaceRow.identity_id == identity_id, FaceRow.model == model)
+            ).all()
+            if not rows:
+                return np.zeros((0, 0), np.float32)
+            return np.stack([np.frombuffer(b, dtype="<f4", count=d) for b, d in rows]).astype(np.float32)
+
+    # --- the gallery's view -----------------------------------------------------
+
+    def count_faces_by_model(self) -> dict[str, int]:
+        with self._sessions() as session:
+            return {m: int(n) for m, n in session.execute(select(FaceRow.model, func.count()).group_by(FaceRow.model))}
+
+    def last_change(self) -> int:
+        with self._sessions() as session:
+            return int(session.scalar(select(func.coalesce(func.max(FaceEventRow.seq), 0))) or 0)
+
+    def iter_embeddings(
+        self, model: str, *, batch: int = 50_000, face_ids: list[int] | None = None
+    ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]]:
+        """(face_ids, identity_ids, vectors) of `model`, streamed in batches by keyset paging."""
+        after = 0
+        with self._sessions() as session:
+            while True:
+                query = select(FaceRow.id, FaceRow.identity_id, FaceRow.embedding).where(
+                    FaceRow.model == model, FaceRow.id > after
+                )
+                if face_ids is not None:
+                    query = query.where(FaceRow.id.in_(face_ids))
+                rows = session.execute(query.order_by(FaceRow.id).limit(batch)).all()
+                if not rows:
+                    return
+                ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+                owners = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), -1)
+                yield ids, owners, vectors.astype(np.float32, copy=False)
+                after = int(ids[-1])
+                if len(rows) < batch:
+                    return
+
+    def changes_since(self, seq: int, *, limit: int = 10_000) -> list[FaceChange]:
+        with self._sessions() as session:
+            rows = session.scalars(
+                select(FaceEventRow).where(FaceEventRow.seq > seq).order_by(FaceEventRow.seq).limit(limit)
+            ).all()
+            return [FaceChange(r.seq, r.op, r.face_id, r.identity_id, r.model) for r in rows]

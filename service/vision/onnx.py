@@ -1,0 +1,59 @@
+"""ONNX Runtime sessions: execution providers as a preference list, and which one runs.
+
+ONNX Runtime falls back to the CPU silently when the CUDA provider cannot start
+(missing CUDA or cuDNN libraries, no device). The provider a session actually
+uses is read back from the session, logged, and exposed in `/ready`; with
+`require_gpu` a CPU fallback is a start-up error instead of a slow surprise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import onnxruntime as ort
+
+from service.errors import ProviderError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider"})
+
+
+def select_providers(preference: Sequence[str], available: Sequence[str] | None = None) -> list[str]:
+    """The preferred providers that this ONNX Runtime build has, in preference order."""
+    have = set(ort.get_available_providers() if available is None else available)
+    chosen = [p for p in preference if p in have]
+    if not chosen:
+        chosen = ["CPUExecutionProvider"]
+    return chosen
+
+
+def create_session(
+    model: bytes,
+    *,
+    providers: Sequence[str] = DEFAULT_PROVIDERS,
+    intra_op_threads: int = 0,
+    require_gpu: bool = False,
+    label: str = "model",
+) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    if intra_op_threads > 0:
+        options.intra_op_num_threads = intra_op_threads
+    chosen = select_providers(providers)
+    session = ort.InferenceSession(model, sess_options=options, providers=chosen)
+    in_use = session.get_providers()[0]
+    log.info("%s runs on %s (asked for %s, available %s)", label, in_use, chosen, ort.get_available_providers())
+    if require_gpu and in_use not in GPU_PROVIDERS:
+        raise ProviderError(
+            f"{label}: a GPU provider was required but ONNX Runtime uses {in_use} "
+            f"(available: {ort.get_available_providers()}; install onnxruntime-gpu with matching CUDA/cuDNN)"
+        )
+    return session
+
+
+def provider_in_use(session: ort.InferenceSession) -> str:
+    return str(session.get_providers()[0])
