@@ -56,40 +56,61 @@ class FolderDataset(Dataset[tuple[torch.Tensor, int]]):
         return crop_to_tensor(read_crop(path), flip=random_flip(self.flip)), label
 
 
-def folder_pairs(root: Path, num_pairs: int, *, seed: int = 0) -> PairSet:
-    """Half genuine, half impostor pairs drawn deterministically (by `seed`) from an aligned folder.
+def sample_pairs(
+    labels: NDArray[np.int64], num_pairs: int, *, seed: int = 0
+) -> tuple[NDArray[np.int64], NDArray[np.bool_]]:
+    """(P, 2) distinct index pairs and their truth: genuine and impostor interleaved, deterministic in `seed`.
 
-    Genuine pairs need identities with two or more images. Pairs are unique and
-    interleaved (genuine, impostor, ...), so any prefix stays balanced.
+    Interleaving keeps any prefix balanced. Genuine pairs need an identity with two
+    or more images.
     """
-    _classes, samples = scan_folder(root)
-    by_class: dict[int, list[Path]] = {}
-    for path, label in samples:
-        by_class.setdefault(label, []).append(path)
-    multi = [c for c, paths in by_class.items() if len(paths) >= 2]
-    if not multi or len(by_class) < 2:
-        raise ValueError(f"{root}: need two identities and one with two or more images to make pairs")
+    labels = np.asarray(labels)
+    by_class: dict[int, NDArray[np.int64]] = {int(c): np.flatnonzero(labels == c) for c in np.unique(labels)}
+    multi = [c for c, idx in by_class.items() if len(idx) >= 2]
+    classes = sorted(by_class)
+    if not multi or len(classes) < 2:
+        raise ValueError("need two identities and one with two or more images to make pairs")
     rng = np.random.default_rng(seed)
-    labels = sorted(by_class)
-    seen: set[tuple[Path, Path]] = set()
-    pairs: list[tuple[Path, Path, bool]] = []
+    seen: set[tuple[int, int]] = set()
+    pairs: list[tuple[int, int]] = []
+    truth: list[bool] = []
     attempts = 0
     while len(pairs) < num_pairs and attempts < 50 * num_pairs:
         attempts += 1
         same = len(pairs) % 2 == 0
         if same:
-            paths = by_class[multi[rng.integers(len(multi))]]
-            i, j = rng.choice(len(paths), size=2, replace=False)
-            a, b = paths[i], paths[j]
+            idx = by_class[multi[rng.integers(len(multi))]]
+            i, j = rng.choice(idx, size=2, replace=False)
         else:
-            ca, cb = rng.choice(len(labels), size=2, replace=False)
-            pa, pb = by_class[labels[ca]], by_class[labels[cb]]
-            a, b = pa[rng.integers(len(pa))], pb[rng.integers(len(pb))]
-        key = (min(a, b), max(a, b))
+            ca, cb = rng.choice(len(classes), size=2, replace=False)
+            i, j = rng.choice(by_class[classes[ca]]), rng.choice(by_class[classes[cb]])
+        key = (int(min(i, j)), int(max(i, j)))
         if key not in seen:
             seen.add(key)
-            pairs.append((a, b, same))
+            pairs.append((int(i), int(j)))
+            truth.append(same)
     if len(pairs) < num_pairs:
-        raise ValueError(f"{root}: only {len(pairs)} distinct pairs could be drawn, {num_pairs} asked")
-    images = [read_crop(p) for a, b, _ in pairs for p in (a, b)]
-    return PairSet(images, np.array([s for _, _, s in pairs], dtype=bool), name=Path(root).name)
+        raise ValueError(f"only {len(pairs)} distinct pairs could be drawn, {num_pairs} asked")
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2), np.array(truth, dtype=bool)
+
+
+def max_balanced_pairs(labels: NDArray[np.int64]) -> int:
+    """How many distinct pairs, half genuine and half impostor, the labels allow."""
+    _, counts = np.unique(np.asarray(labels), return_counts=True)
+    genuine = int(np.sum(counts * (counts - 1) // 2))
+    total = len(labels) * (len(labels) - 1) // 2
+    return 2 * min(genuine, total - genuine)
+
+
+def load_folder(root: Path) -> tuple[list[NDArray[np.uint8]], NDArray[np.int64], list[str]]:
+    """Every crop of an aligned folder in memory: (crops, labels, identity names)."""
+    classes, samples = scan_folder(root)
+    return [read_crop(p) for p, _ in samples], np.array([c for _, c in samples], dtype=np.int64), classes
+
+
+def folder_pairs(root: Path, num_pairs: int, *, seed: int = 0) -> PairSet:
+    """`sample_pairs` over an aligned folder, as a `PairSet` of crops."""
+    _, samples = scan_folder(root)
+    pairs, issame = sample_pairs(np.array([c for _, c in samples]), num_pairs, seed=seed)
+    images = [read_crop(samples[int(i)][0]) for i in pairs.reshape(-1)]
+    return PairSet(images, issame, name=Path(root).name)

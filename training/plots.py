@@ -1,0 +1,80 @@
+"""ROC and DET plots as PNG files (matplotlib's Agg backend: no display needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+Curve = tuple[NDArray[np.float64], NDArray[np.float64]]
+
+
+def _figure() -> tuple[Figure, Axes]:
+    from matplotlib.figure import Figure
+
+    # A bare Figure (no pyplot) draws with Agg and keeps no global state between plots.
+    fig = Figure(figsize=(6, 5), dpi=100)
+    return fig, fig.subplots()
+
+
+def _save(fig: Figure, ax: Axes, path: Path, title: str) -> Path:
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def plot_roc(curves: Mapping[str, Curve], path: Path, title: str = "ROC (verification)") -> Path:
+    """TAR against FAR (log scale); `curves` maps a label to (FAR, TAR)."""
+    fig, ax = _figure()
+    floor = 1.0
+    for label, (far, tar) in curves.items():
+        keep = far > 0
+        if keep.any():
+            floor = min(floor, float(far[keep].min()))
+            ax.plot(far[keep], tar[keep], label=label)
+    ax.set_xscale("log")
+    ax.set_xlim(max(floor, 1e-6), 1.0)
+    ax.set_ylim(0.0, 1.01)
+    ax.set_xlabel("false accept rate (FAR)")
+    ax.set_ylabel("true accept rate (TAR)")
+    return _save(fig, ax, path, title)
+
+
+def plot_det(
+    curves: Mapping[str, Curve],
+    path: Path,
+    *,
+    title: str = "DET",
+    xlabel: str = "false positive rate",
+    ylabel: str = "false negative rate",
+) -> Path:
+    """Miss rate against false alarm rate, both log scale; `curves` maps a label to (false alarms, misses)."""
+    fig, ax = _figure()
+    x_floor, y_floor = 1e-3, 1e-3
+    for label, (fp, fn) in curves.items():
+        keep = (fp > 0) & (fn > 0)
+        if keep.any():
+            ax.plot(fp[keep], fn[keep], label=label)
+            x_floor, y_floor = min(x_floor, float(fp[keep].min())), min(y_floor, float(fn[keep].min()))
+        else:
+            ax.plot([], [], label=f"{label} (no errors to plot)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    # Explicit limits: a curve without errors leaves nothing positive for autoscaling on log axes.
+    ax.set_xlim(x_floor, 1.0)
+    ax.set_ylim(y_floor, 1.0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    return _save(fig, ax, path, title)
