@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.vision.onnx import DEFAULT_PROVIDERS
 
@@ -27,7 +28,7 @@ class Settings(BaseSettings):
         default="builtin:sface",
         description="Recogniser: 'builtin:sface' or a path to an exported model's manifest.json (or its folder).",
     )
-    providers: list[str] = Field(
+    providers: Annotated[list[str], NoDecode] = Field(
         default=list(DEFAULT_PROVIDERS), description="ONNX Runtime execution providers, in order of preference."
     )
     require_gpu: bool = Field(default=False, description="Fail at start-up unless the embedder runs on a GPU.")
@@ -69,7 +70,10 @@ class Settings(BaseSettings):
     @field_validator("providers", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
-        if isinstance(value, str) and not value.startswith("["):
+        """Comma-separated in the environment: FACEID_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider."""
+        if isinstance(value, str):
+            if value.startswith("["):
+                return json.loads(value)
             return [p.strip() for p in value.split(",") if p.strip()]
         return value
 

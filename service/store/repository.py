@@ -12,6 +12,7 @@ from numpy.typing import NDArray
 from sqlalchemy import Engine, create_engine, delete, event, func, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from service.errors import Conflict, NotFound
 from service.store.tables import FaceEventRow, FaceRow, IdentityRow
@@ -58,7 +59,13 @@ class FaceChange:
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        # An in-memory database exists per connection: share one across threads.
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=StaticPool if memory else None,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

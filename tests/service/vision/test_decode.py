@@ -1,0 +1,91 @@
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
+from service.vision.decode import decode_image, probe_image
+from tests.conftest import orl, photo
+
+
+def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP"])
+def test_decodes_supported_formats_to_rgb(fmt: str) -> None:
+    source = Image.new("RGB", (64, 48), (200, 30, 60))
+    out = decode_image(encode(source, fmt))
+    assert out.shape == (48, 64, 3)
+    assert out.dtype == np.uint8
+    assert abs(int(out[10, 10, 0]) - 200) < 8 and abs(int(out[10, 10, 1]) - 30) < 8
+
+
+def test_grayscale_pgm_becomes_three_channels() -> None:
+    out = decode_image(orl(1, 1))
+    assert out.shape == (112, 92, 3)
+    assert (out[..., 0] == out[..., 1]).all()
+
+
+def test_alpha_is_composited_on_white() -> None:
+    rgba = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    out = decode_image(encode(rgba, "PNG"))
+    assert (out == 255).all()
+
+
+def test_exif_orientation_is_applied() -> None:
+    source = Image.new("RGB", (80, 40), (0, 0, 0))
+    source.paste((255, 255, 255), (0, 0, 20, 40))  # white band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    out = decode_image(encode(source, "JPEG", exif=exif.tobytes(), quality=95))
+    assert out.shape == (80, 40, 3)  # portrait after rotation
+    assert out[5, 20].mean() > 200 and out[-5, 20].mean() < 50  # the band is now on top
+
+
+def test_empty_and_garbage_and_truncated_are_invalid() -> None:
+    with pytest.raises(InvalidImage):
+        decode_image(b"")
+    with pytest.raises(InvalidImage):
+        decode_image(b"definitely not an image" * 10)
+    jpeg = photo("obama.jpg")
+    with pytest.raises(InvalidImage):
+        decode_image(jpeg[: len(jpeg) // 2])
+
+
+def test_unsupported_type_is_refused() -> None:
+    with pytest.raises(UnsupportedImageType):
+        decode_image(encode(Image.new("RGB", (8, 8)), "GIF"))
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height but carries almost no data (a bomb)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    idat = zlib.compress(b"\x00" * 64)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
+        + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    )  # fmt: skip
+
+
+def test_decompression_bomb_is_refused_from_the_header() -> None:
+    bomb = _png_claiming(10_000, 5_000)
+    assert len(bomb) < 200
+    assert probe_image(bomb) == ("PNG", 10_000, 5_000)
+    with pytest.raises(ImageTooLarge, match="pixels"):
+        decode_image(bomb, max_pixels=40_000_000)
+    with pytest.raises(ImageTooLarge):
+        decode_image(_png_claiming(60_000, 60_000))
+
+
+def test_large_jpeg_can_be_drafted_at_reduced_scale() -> None:
+    big = encode(Image.new("RGB", (4000, 3000), (10, 20, 30)), "JPEG")
+    assert decode_image(big, draft_max_side=1000).shape[1] <= 2000
