@@ -3,10 +3,12 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from numpy.typing import NDArray
 
 from training import evaluate
 from training.data.folder import load_folder, sample_pairs
@@ -61,7 +63,7 @@ def test_eval_on_a_bin_and_a_folder_writes_report_and_plots(tmp_path: Path, orl_
 
 def test_eval_of_a_constant_model_is_at_chance(tmp_path: Path) -> None:
     class Constant:
-        def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        def embed(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]:
             return np.tile(np.array([[1.0, 0.0]], np.float32), (len(crops), 1))
 
     rng = np.random.default_rng(0)

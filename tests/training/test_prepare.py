@@ -8,14 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from service.vision.detect import YuNetDetector
 from training.data.prepare import default_detector, prepare
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def detector():  # type: ignore[no-untyped-def]
-    return default_detector()
+def detector() -> YuNetDetector:
+    found = default_detector()
+    assert isinstance(found, YuNetDetector)
+    return found
 
 
 def _raw_tree(root: Path) -> Path:
@@ -34,7 +37,7 @@ def _raw_tree(root: Path) -> Path:
     return root
 
 
-def test_prepare_aligns_good_photos_and_reports_the_rest(tmp_path: Path, detector) -> None:  # type: ignore[no-untyped-def]
+def test_prepare_aligns_good_photos_and_reports_the_rest(tmp_path: Path, detector: YuNetDetector) -> None:
     src = _raw_tree(tmp_path / "raw")
     dst = tmp_path / "aligned"
     report = prepare(src, dst, detector, progress=False)
@@ -67,7 +70,7 @@ def test_prepare_aligns_good_photos_and_reports_the_rest(tmp_path: Path, detecto
     assert (again.written, again.skipped_existing) == (0, 3)
 
 
-def test_one_face_only_policy_rejects_any_second_face(tmp_path: Path, detector) -> None:  # type: ignore[no-untyped-def]
+def test_one_face_only_policy_rejects_any_second_face(tmp_path: Path, detector: YuNetDetector) -> None:
     src = tmp_path / "raw"
     (src / "p").mkdir(parents=True)
     shutil.copy(FIXTURES / "photos" / "sample1.jpg", src / "p" / "group.jpg")

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from service.vision.embed import OnnxEmbedder  # noqa: E402
+from service.vision.manifest import load_manifest, sha256_file  # noqa: E402
+from service.vision.models import load_embedder_model  # noqa: E402
+from training import export  # noqa: E402
+from training.config import BackboneConfig, ExperimentConfig, RunConfig  # noqa: E402
+from training.data.folder import folder_pairs  # noqa: E402
+from training.data.prepare import default_detector, prepare  # noqa: E402
+from training.metrics import threshold_at_rate  # noqa: E402
+
+ORL = Path(__file__).resolve().parents[1] / "fixtures" / "orl"
+
+
+@pytest.fixture(scope="module")
+def orl_aligned(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    raw = tmp_path_factory.mktemp("raw")
+    for i in range(1, 9):
+        shutil.copytree(ORL / f"s{i}", raw / f"s{i}")
+    out = tmp_path_factory.mktemp("aligned")
+    assert prepare(raw, out, default_detector(), progress=False).written == 80
+    return out
+
+
+def test_export_from_a_checkpoint_writes_a_manifest_the_service_loads(tmp_path: Path, orl_aligned: Path) -> None:
+    from training.backbones import get_model
+
+    torch.manual_seed(0)
+    cfg = ExperimentConfig(
+        backbone=BackboneConfig(name="mobilefacenet", embedding_size=128), run=RunConfig(name="tiny-mfn")
+    )
+    model = get_model(cfg.backbone)
+    with torch.no_grad():  # non-trivial BN statistics, as after training
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    checkpoint = tmp_path / "checkpoint_00000042.pt"
+    torch.save({"config": cfg.to_dict(), "model": model.state_dict()}, checkpoint)
+
+    parser = argparse.ArgumentParser()
+    export.add_arguments(parser)
+    out = tmp_path / "model"
+    argv = [str(checkpoint), "--out", str(out), "--calibrate-folder", str(orl_aligned), "--pairs", "100"]
+    assert export.main(parser.parse_args([*argv, "--far", "2e-2"])) == 0
+
+    manifest = load_manifest(out / "manifest.json")
+    assert (manifest.name, manifest.version, manifest.embedding_size) == ("tiny-mfn", "checkpoint_00000042", 128)
+    assert manifest.sha256 == sha256_file(out / "model.onnx")
+    assert manifest.preprocess.mean == (127.5, 127.5, 127.5)
+    assert manifest.preprocess.std == (127.5, 127.5, 127.5)
+    assert manifest.preprocess.color == "RGB"
+    assert manifest.extra["parity"]["min_cosine_real"] >= 0.9999
+    assert manifest.extra["parity"]["min_cosine_random"] >= 0.9999
+    assert manifest.extra["opset"] >= 17
+    assert manifest.threshold.far == 2e-2
+    assert manifest.extra["calibration"]["measured_far"] <= 2e-2
+    assert manifest.extra["calibration"]["impostor_pairs"] == 50
+
+    # The threshold is the 2% impostor quantile of the very pairs, embedded by the served model.
+    served, data = load_embedder_model(str(out))
+    embedder = OnnxEmbedder(served, data, providers=("CPUExecutionProvider",))
+    pairs = folder_pairs(orl_aligned, 100, seed=0)
+    emb = embedder.embed(pairs.images)
+    scores = np.sum(emb[0::2] * emb[1::2], axis=1)
+    found = threshold_at_rate(scores[~pairs.issame], 2e-2)
+    assert found is not None
+    assert manifest.threshold.cosine == pytest.approx(found[0], abs=1e-6)
+    assert "batch" in str(embedder.session.get_inputs()[0].shape[0])
+
+
+def test_parity_check_catches_a_model_that_differs(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, stride=4), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 28 * 28, 16)
+    ).eval()
+    path = tmp_path / "tiny.onnx"
+    export.export_onnx(model, path)
+    crops = [np.random.default_rng(i).integers(0, 256, (112, 112, 3), dtype=np.uint8) for i in range(3)]
+    report = export.check_parity(model, path, crops)
+    assert report.min_cosine_real >= 0.9999
+    with torch.no_grad():
+        model[3].weight.add_(0.05 * torch.randn_like(model[3].weight))
+    with pytest.raises(export.ExportError, match="differs from PyTorch"):
+        export.check_parity(model, path, crops)
+
+
+def test_calibration_refuses_an_unmeasurable_far() -> None:
+    scores = np.linspace(0, 1, 40)
+    issame = np.arange(40) % 2 == 0
+    with pytest.raises(export.ExportError, match="cannot be measured"):
+        export.calibrate(scores, issame, 1e-3, "tiny")
+    found = export.calibrate(scores, issame, 0.1, "tiny")
+    assert found.measured_far <= 0.1
+    assert json.dumps(found.to_threshold().__dict__)
