@@ -1,0 +1,134 @@
+"""The training loop on a tiny random dataset: it learns, logs, and resumes bit-for-bit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training import checkpoint  # noqa: E402
+from training.backbones import BACKBONES  # noqa: E402
+from training.config import BackboneConfig, ExperimentConfig, replace  # noqa: E402
+from training.train import lr_factor, read_metrics, train  # noqa: E402
+
+NUM_CLASSES = 4
+
+
+class TinyFaces(torch.utils.data.Dataset):
+    """Per-class prototypes plus noise, with a random flip from torch's RNG (as real augmentation does)."""
+
+    num_classes = NUM_CLASSES
+
+    def __init__(self, per_class: int = 8) -> None:
+        generator = torch.Generator().manual_seed(1)
+        prototypes = torch.rand(NUM_CLASSES, 3, 112, 112, generator=generator) * 2 - 1
+        self.labels = [i % NUM_CLASSES for i in range(NUM_CLASSES * per_class)]
+        noise = torch.randn(len(self.labels), 3, 112, 112, generator=generator) * 0.3
+        self.images = prototypes[self.labels] + noise
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image = self.images[index]
+        if torch.rand(()) < 0.5:
+            image = image.flip(2)
+        return image, self.labels[index]
+
+
+class TinyNet(torch.nn.Module):
+    """A backbone small enough for a test on a shared 2-core machine; the real ones have their own tests."""
+
+    def __init__(self, cfg: BackboneConfig) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 8, 5, stride=4, padding=2),  # (B, 8, 28, 28)
+            torch.nn.BatchNorm2d(8),
+            torch.nn.PReLU(8),
+            torch.nn.AdaptiveAvgPool2d(4),  # (B, 8, 4, 4)
+            torch.nn.Flatten(),
+            torch.nn.Dropout(cfg.dropout),
+            torch.nn.Linear(128, cfg.embedding_size),
+            torch.nn.BatchNorm1d(cfg.embedding_size),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+@pytest.fixture(autouse=True)
+def tiny_backbone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(BACKBONES, "tiny", TinyNet)
+
+
+def tiny_config(tmp_path: Path, name: str, **run: object) -> ExperimentConfig:
+    return replace(
+        ExperimentConfig(),
+        # Dropout draws from torch's RNG too, so an exact resume must restore it.
+        backbone={"name": "tiny", "embedding_size": 32, "dropout": 0.2},
+        head={"name": "arcface", "scale": 16.0, "margin": 0.2},
+        data={"batch_size": 8, "num_workers": 0},
+        optim={"lr": 0.05, "lr_batch": 0},
+        schedule={"epochs": 2, "warmup_epochs": 0.5, "kind": "cosine"},
+        run={"out_dir": tmp_path, "name": name, "log_every": 1, "progress": False, "threads": 2, **run},
+    )
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in read_metrics(run_dir) if "loss" in r}
+
+
+def test_training_learns_and_resumes_bit_for_bit(tmp_path: Path) -> None:
+    data = TinyFaces()  # 32 images, batch 8: 4 steps per epoch, 8 in all
+    full = train(tiny_config(tmp_path, "full"), dataset=data, callbacks=[])
+    uninterrupted = losses(full)
+    assert sorted(uninterrupted) == list(range(1, 9))
+    assert sum(uninterrupted[s] for s in (7, 8)) < sum(uninterrupted[s] for s in (1, 2))
+
+    # Stop mid-epoch (step 3 of 4), then continue across the epoch boundary from the checkpoint.
+    part = train(tiny_config(tmp_path, "part", max_steps=3), dataset=data, callbacks=[])
+    assert [p.name for p in checkpoint.list_checkpoints(part)] == ["checkpoint_00000003.pt"]
+    resumed = losses(train(tiny_config(tmp_path, "part"), dataset=data, callbacks=[], resume="auto"))
+    assert resumed == uninterrupted  # every step's loss, bit for bit
+
+
+def test_checkpoint_holds_what_eval_and_export_need(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "ckpt", max_steps=2)
+    run_dir = train(cfg, dataset=TinyFaces(), callbacks=[lambda backbone: {"val/accuracy": 0.5}])
+    state = checkpoint.load(checkpoint.list_checkpoints(run_dir)[-1])
+    assert state["step"] == 2
+    assert state["config"] == cfg.to_dict()
+    assert "body.7.running_mean" in state["model"]  # the backbone alone, as eval and export load it
+    assert (run_dir / "config.toml").exists()
+    with pytest.raises(FileExistsError, match="resume"):
+        train(cfg, dataset=TinyFaces(), callbacks=[])
+
+
+def test_verification_callback_is_logged(tmp_path: Path) -> None:
+    seen: list[bool] = []
+
+    def callback(backbone: torch.nn.Module) -> dict[str, float]:
+        seen.append(backbone.training)
+        return {"val/accuracy": 0.75}
+
+    run_dir = train(
+        tiny_config(tmp_path, "verify", verify_every=2, max_steps=4), dataset=TinyFaces(), callbacks=[callback]
+    )
+    records = [r for r in read_metrics(run_dir) if "val/accuracy" in r]
+    assert [r["step"] for r in records] == [2, 4]
+    assert seen == [False, False]  # the backbone is evaluated in eval mode
+
+
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        ({"kind": "step", "milestones": (1.0, 1.5)}, [0.5, 1.0, 1.0, 1.0, 0.1, 0.1, 0.01, 0.01]),
+        ({"kind": "poly", "power": 1.0}, [0.5, 1.0, 1.0, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6]),
+    ],
+)
+def test_learning_rate_warms_up_then_decays(schedule: dict[str, object], expected: list[float]) -> None:
+    cfg = replace(ExperimentConfig(), schedule={"epochs": 2, "warmup_epochs": 0.5, **schedule})
+    factor = lr_factor(cfg.schedule, steps_per_epoch=4)
+    assert [factor(s) for s in range(8)] == pytest.approx(expected)

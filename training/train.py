@@ -1,0 +1,488 @@
+"""The training loop: one process per device, resumable bit-for-bit on the CPU.
+
+`faceid-train train --config training/configs/cpu_small.toml` runs on one process;
+`torchrun --nproc_per_node 8 -m training.cli train --config ...` runs one per GPU.
+The process group is started only when torchrun has set RANK and WORLD_SIZE.
+
+Exact resume rests on three things: the data order is a function of (seed, epoch)
+and the checkpoint records how many batches of the epoch were done; the loader's
+worker seeds come from a per-epoch generator rather than the global RNG; and the
+python, numpy and torch random states of every rank are saved and restored. With
+`num_workers > 0` a resume mid-epoch hands batches to different workers, so random
+augmentation there repeats only if the dataset seeds it per sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from numpy.typing import NDArray
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
+
+from training import checkpoint
+from training.backbones import get_model
+from training.config import ExperimentConfig, OptimConfig, ScheduleConfig, load_config, to_toml
+from training.heads import HeadOutput, MarginHead
+
+METRICS_FILE = "metrics.jsonl"
+
+# Called on rank 0 with the backbone in eval mode; returns metrics to log (e.g. verification accuracy).
+Callback = Callable[[nn.Module], dict[str, float]]
+
+
+class FaceDataset(Protocol):
+    """What `training.data.build_dataset` returns: (image (3, 112, 112) normalised, label) pairs."""
+
+    num_classes: int
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]: ...
+
+
+@dataclass(frozen=True)
+class Distributed:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return dist.is_available() and dist.is_initialized()
+
+
+def setup_distributed(device: str) -> Distributed:
+    """Join the torchrun process group when launched by torchrun; otherwise a single process."""
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return Distributed(0, 1, torch.device("cuda" if use_cuda else "cpu"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    where = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    return Distributed(dist.get_rank(), dist.get_world_size(), where)
+
+
+class Recognizer(nn.Module):
+    """Backbone and margin head as one module, so that DDP synchronises both."""
+
+    def __init__(self, backbone: nn.Module, head: MarginHead) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, images: Tensor, labels: Tensor) -> HeadOutput:
+        return self.head(self.backbone(images), labels)  # images (B, 3, 112, 112)
+
+
+class ResumableSampler(DistributedSampler[int]):
+    """DistributedSampler that can start part-way through an epoch."""
+
+    def __init__(self, dataset: Dataset[Any], world: Distributed, seed: int) -> None:
+        super().__init__(dataset, num_replicas=world.world_size, rank=world.rank, shuffle=True, seed=seed)
+        self.start = 0
+
+    def set_position(self, epoch: int, start: int) -> None:
+        self.set_epoch(epoch)
+        self.start = start
+
+    def __iter__(self) -> Iterator[int]:
+        return islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+
+def lr_factor(schedule: ScheduleConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the base learning rate at optimizer step `step` (0-based)."""
+    total = max(1, schedule.epochs * steps_per_epoch)
+    warmup = round(schedule.warmup_epochs * steps_per_epoch)
+    milestones = [round(m * steps_per_epoch) for m in schedule.milestones]
+    floor = schedule.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if schedule.kind == "step":
+            return schedule.gamma ** sum(step >= m for m in milestones)
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule.kind == "cosine":
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return floor + (1 - floor) * (1 - progress) ** schedule.power
+
+    return factor
+
+
+def build_optimizer(params: Sequence[nn.Parameter], cfg: OptimConfig, global_batch: int) -> torch.optim.Optimizer:
+    lr = cfg.lr * global_batch / cfg.lr_batch if cfg.lr_batch else cfg.lr
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.name!r}; choose one of: sgd, adamw")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Owns the devices, the model, the optimiser, the data order and the checkpoints of one run."""
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        dataset: FaceDataset,
+        world: Distributed,
+        callbacks: Sequence[Callback] = (),
+    ) -> None:
+        self.cfg = cfg
+        self.world = world
+        self.callbacks = callbacks
+        self.run_dir = cfg.run.out_dir / cfg.run.name
+        self.use_amp = cfg.run.amp and world.device.type == "cuda"
+        seed_everything(cfg.run.seed + world.rank)
+
+        backbone = get_model(cfg.backbone)
+        head = MarginHead(cfg.head, cfg.backbone.embedding_size, dataset.num_classes)
+        self.model = Recognizer(backbone, head).to(world.device)
+        self.ddp: nn.Module = self.model
+        if world.enabled:
+            device_ids = [world.device.index] if world.device.type == "cuda" else None
+            self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
+
+        self.batch_size = cfg.data.batch_size
+        self.sampler = ResumableSampler(cast(Dataset[Any], dataset), world, seed=cfg.run.seed)
+        # The loader's seeds come from this generator, re-seeded each epoch, never from the global RNG.
+        self.loader_generator = torch.Generator()
+        self.loader: DataLoader[tuple[Tensor, int]] = DataLoader(
+            cast(Dataset[tuple[Tensor, int]], dataset),
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            num_workers=cfg.data.num_workers,
+            pin_memory=world.device.type == "cuda",
+            drop_last=True,
+            generator=self.loader_generator,
+        )
+        self.steps_per_epoch = self.sampler.num_samples // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"{len(dataset)} images over {world.world_size} process(es) give no full batch of {self.batch_size}"
+            )
+        self.total_steps = cfg.schedule.epochs * self.steps_per_epoch
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(params, cfg.optim, self.batch_size * world.world_size)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(cfg.schedule, self.steps_per_epoch)
+        )
+        self.scaler = torch.amp.GradScaler(world.device.type, enabled=self.use_amp)
+        self.step = 0
+        # Running sums since the last log record, checkpointed so a resumed run logs the same numbers.
+        self.window = {"loss": 0.0, "correct": 0.0, "seen": 0.0, "steps": 0.0}
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        rng: list[Any] = [checkpoint.rng_state()]
+        if self.world.enabled:
+            rng = [None] * self.world.world_size
+            dist.all_gather_object(rng, checkpoint.rng_state())
+        return {
+            "config": self.cfg.to_dict(),
+            "model": self.model.backbone.state_dict(),  # the backbone: what eval and export load
+            "head": self.model.head.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng,
+            "step": self.step,
+            "epoch": self.step // self.steps_per_epoch,
+            "batches_in_epoch": self.step % self.steps_per_epoch,
+            "world_size": self.world.world_size,
+            "window": dict(self.window),
+        }
+
+    def save_checkpoint(self) -> None:
+        state = self.state()  # every rank joins the RNG gather
+        if self.world.is_main:
+            checkpoint.save(state, checkpoint.checkpoint_path(self.run_dir, self.step), self.cfg.run.keep_checkpoints)
+
+    def resume(self, path: Path) -> None:
+        state = checkpoint.load(path)
+        if state["world_size"] != self.world.world_size:
+            raise ValueError(
+                f"{path} was written by {state['world_size']} process(es), this run has {self.world.world_size}: "
+                "the data order would differ"
+            )
+        self.model.backbone.load_state_dict(state["model"])
+        self.model.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        checkpoint.set_rng_state(state["rng"][self.world.rank])
+        self.step = int(state["step"])
+        self.window = dict(state["window"])
+        if self.world.is_main:
+            _truncate_metrics(self.run_dir / METRICS_FILE, self.step)
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def fit(self) -> None:
+        cfg = self.cfg.run
+        last_step = self.total_steps if cfg.max_steps <= 0 else min(self.total_steps, cfg.max_steps)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not (self.world.is_main and cfg.progress),
+            unit="step",
+            dynamic_ncols=True,
+        )
+        self.ddp.train()
+        tick = time.perf_counter()
+        while self.step < last_step:
+            epoch, done = divmod(self.step, self.steps_per_epoch)
+            self.sampler.set_position(epoch, done * self.batch_size)
+            self.loader_generator.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + self.world.rank)
+            bar.set_description(f"epoch {epoch + 1}/{self.cfg.schedule.epochs}")
+            for images, labels in self.loader:
+                self._train_step(images, labels)
+                self.step += 1
+                bar.update()
+                at_epoch_end = self.step % self.steps_per_epoch == 0
+                if self.step % cfg.log_every == 0 or at_epoch_end or self.step == last_step:
+                    tick = self._log(bar, tick)
+                if (cfg.verify_every and self.step % cfg.verify_every == 0) or (not cfg.verify_every and at_epoch_end):
+                    self._verify()
+                if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or at_epoch_end:
+                    self.save_checkpoint()
+                if self.step >= last_step:
+                    break
+        if self.step % self.steps_per_epoch and (not cfg.checkpoint_every or self.step % cfg.checkpoint_every):
+            self.save_checkpoint()  # stopped early by max_steps between checkpoints
+        bar.close()
+
+    def _train_step(self, images: Tensor, labels: Tensor) -> None:
+        images = images.to(self.world.device, non_blocking=True)  # (B, 3, 112, 112)
+        labels = labels.to(self.world.device, non_blocking=True)  # (B,)
+        with torch.autocast(self.world.device.type, dtype=torch.float16, enabled=self.use_amp):
+            out: HeadOutput = self.ddp(images, labels)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.loss).backward()
+        if self.cfg.optim.clip_grad_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        # .item() waits for the device; worth it for exact per-step records at this scale of logging.
+        self.window["loss"] += out.loss.item()
+        self.window["correct"] += (out.cosine.argmax(dim=1) == labels).sum().item()
+        self.window["seen"] += labels.numel()
+        self.window["steps"] += 1
+
+    def _log(self, bar: tqdm[Any], since: float) -> float:
+        now = time.perf_counter()
+        w = self.window
+        record = {
+            "step": self.step,
+            "epoch": self.step / self.steps_per_epoch,
+            "loss": w["loss"] / max(1.0, w["steps"]),
+            "accuracy": w["correct"] / max(1.0, w["seen"]),
+            "lr": self.scheduler.get_last_lr()[0],
+            "images_per_s": w["seen"] * self.world.world_size / max(1e-9, now - since),
+        }
+        self.window = dict.fromkeys(w, 0.0)
+        bar.set_postfix(
+            loss=f"{record['loss']:.3f}", acc=f"{record['accuracy']:.3f}", img_s=f"{record['images_per_s']:.0f}"
+        )
+        self._write(record)
+        return now
+
+    def _verify(self) -> None:
+        if self.callbacks and self.world.is_main:
+            backbone = self.model.backbone
+            backbone.eval()
+            metrics: dict[str, Any] = {"step": self.step, "epoch": self.step / self.steps_per_epoch}
+            with torch.no_grad():
+                for callback in self.callbacks:
+                    metrics.update(callback(backbone))
+            backbone.train()
+            self._write(metrics)
+            tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+        if self.world.enabled:
+            dist.barrier()
+
+    def _write(self, record: dict[str, Any]) -> None:
+        if self.world.is_main:
+            with (self.run_dir / METRICS_FILE).open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records past `step`: the interrupted run logged them, the resumed run will again."""
+    if path.exists():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / METRICS_FILE
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def train(
+    cfg: ExperimentConfig,
+    *,
+    dataset: FaceDataset | None = None,
+    callbacks: Sequence[Callback] | None = None,
+    resume: str | Path | None = None,
+) -> Path:
+    """Train one run and return its folder. `resume` is a checkpoint path, or "auto" for the run's latest."""
+    if cfg.run.threads > 0:
+        torch.set_num_threads(cfg.run.threads)
+    world = setup_distributed(cfg.run.device)
+    try:
+        if dataset is None:
+            from training.data import build_dataset
+
+            dataset = cast(FaceDataset, build_dataset(cfg.data, train=True))
+        if callbacks is None:
+            callbacks = default_callbacks(cfg, world)
+        trainer = Trainer(cfg, dataset, world, callbacks)
+        start = _resume_path(trainer.run_dir, resume)
+        if world.is_main:
+            trainer.run_dir.mkdir(parents=True, exist_ok=True)
+            if start is None and checkpoint.list_checkpoints(trainer.run_dir):
+                raise FileExistsError(
+                    f"{trainer.run_dir} already holds checkpoints: resume with --resume auto, or set run.name"
+                )
+            if start is None:
+                (trainer.run_dir / METRICS_FILE).unlink(missing_ok=True)
+            (trainer.run_dir / "config.toml").write_text(to_toml(cfg))
+        if start is not None:
+            trainer.resume(start)
+        trainer.fit()
+        return trainer.run_dir
+    finally:
+        if world.enabled:
+            dist.destroy_process_group()
+
+
+def _resume_path(run_dir: Path, resume: str | Path | None) -> Path | None:
+    if resume is None or resume == "":
+        return None
+    if str(resume) == "auto":
+        found = checkpoint.list_checkpoints(run_dir) if run_dir.exists() else []
+        return found[-1] if found else None
+    path = Path(resume)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def default_callbacks(cfg: ExperimentConfig, world: Distributed) -> list[Callback]:
+    """Verification on `cfg.data.val_pairs`: an InsightFace `.bin`, or an aligned folder to draw pairs from."""
+    if not world.is_main or cfg.data.val_pairs is None:
+        return []
+    path = Path(cfg.data.val_pairs)
+    if path.is_dir():
+        from training.data.folder import folder_pairs, scan_folder
+
+        images = len(scan_folder(path)[1])
+        pairs = folder_pairs(path, min(cfg.data.val_num_pairs, images * (images - 1) // 4), seed=cfg.run.seed)
+    else:
+        from training.data.verification_bin import load_bin
+
+        pairs = load_bin(path, limit_pairs=cfg.data.val_num_pairs)
+    return [VerificationCallback(pairs.images, pairs.issame, batch_size=cfg.data.batch_size, device=world.device)]
+
+
+class VerificationCallback:
+    """Verification metrics on pairs of aligned RGB crops: pair i is crops 2i and 2i+1.
+
+    An embedding is normalise(e(x) + e(mirror x)), insightface's protocol.
+    """
+
+    def __init__(
+        self,
+        crops: Sequence[NDArray[np.uint8]],
+        issame: NDArray[np.bool_],
+        batch_size: int,
+        device: torch.device,
+        prefix: str = "val",
+    ) -> None:
+        self.crops = crops
+        self.issame = issame
+        self.batch_size = batch_size
+        self.device = device
+        self.prefix = prefix
+
+    def __call__(self, backbone: nn.Module) -> dict[str, float]:
+        from training.embedders import TorchEmbedder, embed_all
+        from training.metrics import verification_metrics
+
+        emb = embed_all(TorchEmbedder(backbone, device=self.device), self.crops, flip=True, batch_size=self.batch_size)
+        scores = np.sum(emb[0::2] * emb[1::2], axis=1)  # (N,) cosine of each pair
+        metrics = verification_metrics(scores, self.issame)
+        return {f"{self.prefix}/{k}": v for k, v in _flatten(metrics).items()}
+
+
+def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}@"))
+        elif isinstance(value, int | float | np.floating | np.integer):
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+# -- command line -------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="experiment TOML (see training/configs)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one config value, e.g. --set optim.lr=0.05 (repeatable)",
+    )
+    parser.add_argument("--resume", default=None, help='checkpoint to continue from, or "auto" for the latest')
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(to_toml(cfg), end="")
+        return 0
+    run_dir = train(cfg, resume=args.resume)
+    print(f"run folder: {run_dir}")
+    return 0
