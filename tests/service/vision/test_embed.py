@@ -90,3 +90,14 @@ def test_embedding_size_mismatch_is_a_start_up_error() -> None:
     wrong = manifest.__class__(**{**manifest.__dict__, "embedding_size": 512})
     with pytest.raises(ModelError, match="128-d"):
         OnnxEmbedder(wrong, model)
+
+
+def test_folding_the_int8_weights_changes_no_embedding(detector: YuNetDetector) -> None:
+    from service.vision.manifest import read_verified
+    from service.vision.models import _packaged, repair_sface
+
+    raw = read_verified(_packaged(SFACE_MANIFEST.file), SFACE_MANIFEST.sha256)
+    crops = [crop(detector, orl(p, 1)) for p in (1, 2, 3)]
+    folded = OnnxEmbedder(SFACE_MANIFEST, repair_sface(raw)).embed(crops)
+    graph_quantized = OnnxEmbedder(SFACE_MANIFEST, repair_sface(raw, fold=False)).embed(crops)
+    np.testing.assert_allclose((folded * graph_quantized).sum(axis=1), 1.0, atol=1e-5)
