@@ -275,10 +275,15 @@ class Trainer:
                 at_epoch_end = self.step % self.steps_per_epoch == 0
                 if self.step % cfg.log_every == 0 or at_epoch_end or self.step == last_step:
                     tick = self._log(bar, tick)
+                paused = False
                 if (cfg.verify_every and self.step % cfg.verify_every == 0) or (not cfg.verify_every and at_epoch_end):
                     self._verify()
+                    paused = True
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or at_epoch_end:
                     self.save_checkpoint()
+                    paused = True
+                if paused:
+                    tick = time.perf_counter()  # throughput counts training time only
                 if self.step >= last_step:
                     break
         if self.step % self.steps_per_epoch and (not cfg.checkpoint_every or self.step % cfg.checkpoint_every):
