@@ -18,6 +18,7 @@ from tqdm import tqdm
 from training.data.transforms import crop_to_tensor
 
 if TYPE_CHECKING:
+    from service.vision.embed import OnnxEmbedder
     from training.config import ExperimentConfig
 
 
@@ -81,7 +82,7 @@ def load_checkpoint(path: Path) -> tuple[torch.nn.Module, ExperimentConfig]:
     return model.eval(), cfg
 
 
-def load_onnx_embedder(ref: str) -> CropEmbedder:
+def load_onnx_embedder(ref: str) -> OnnxEmbedder:
     """`builtin:<name>` or a manifest path -> the service's own ONNX embedder (CPU)."""
     from service.vision.embed import OnnxEmbedder
     from service.vision.models import load_embedder_model

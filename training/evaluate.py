@@ -187,9 +187,9 @@ def main(args: argparse.Namespace) -> int:
         embedder = TorchEmbedder(model)
         source = {"checkpoint": str(args.checkpoint), "backbone": cfg.backbone.name}
     else:
-        embedder = load_onnx_embedder(args.manifest)
-        manifest = embedder.manifest  # type: ignore[attr-defined]
-        source = {"manifest": str(args.manifest), "model_id": manifest.model_id}
+        onnx_embedder = load_onnx_embedder(args.manifest)
+        embedder = onnx_embedder
+        source = {"manifest": str(args.manifest), "model_id": onnx_embedder.manifest.model_id}
     result = EvalResult(report={"model": source, "flip": options.flip, "datasets": {}})
     for path in args.bin:
         pairs = load_bin(path, limit_pairs=args.limit_pairs)
