@@ -21,6 +21,7 @@ from service.recognizer import Recognizer
 from service.settings import Settings
 from service.store import Store
 from service.store.migrate import upgrade
+from service.store.notify import ChangeListener
 from service.threshold import FixedThreshold, ThresholdPolicy
 from service.vision.detect import DetectorOptions, YuNetDetector
 from service.vision.embed import OnnxEmbedder
@@ -72,6 +73,7 @@ def build_recognizer(settings: Settings) -> Recognizer:
         threshold=threshold_policy(settings, manifest),
         max_image_pixels=settings.max_image_pixels,
         ambiguous_ratio=settings.ambiguous_ratio,
+        detect_side=settings.detect_max_side,
     )
     recognizer.rebuild()
     log.info(
@@ -136,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recognizer = await anyio.to_thread.run_sync(build_recognizer, settings)
         threads = settings.inference_threads or os.cpu_count() or 1
         app.state.components = Components(settings, recognizer, Metrics(), CapacityLimiter(threads))
+        # PostgreSQL also notifies: other processes' writes arrive in milliseconds, not at the next poll.
+        listener = ChangeListener.for_store(recognizer.store, recognizer.sync) if settings.sync_interval > 0 else None
         async with anyio.create_task_group() as tasks:
             if settings.sync_interval > 0:
                 tasks.start_soon(_follow_changes, recognizer, settings.sync_interval)
@@ -143,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 yield
             finally:
                 tasks.cancel_scope.cancel()
+        if listener is not None:
+            listener.stop()
         recognizer.store.close()
 
     app = FastAPI(

@@ -27,7 +27,7 @@ from service.store import FaceRecord, IdentityRecord, NewFace, Store
 from service.threshold import ThresholdPolicy
 from service.timing import Timings
 from service.vision.align import align_face
-from service.vision.decode import decode_image
+from service.vision.decode import DecodedImage
 from service.vision.detect import Detector, Face
 from service.vision.embed import Embedder
 
@@ -129,6 +129,7 @@ class Recognizer:
         threshold: ThresholdPolicy,
         max_image_pixels: int,
         ambiguous_ratio: float = 0.5,
+        detect_side: int = 640,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
@@ -137,23 +138,45 @@ class Recognizer:
         self.threshold = threshold
         self.max_image_pixels = max_image_pixels
         self.ambiguous_ratio = ambiguous_ratio
+        self.detect_side = detect_side
         self.model_id = embedder.manifest.model_id
         self._sync_lock = threading.Lock()
         self._seq = 0
 
     # --- vision -----------------------------------------------------------------
 
-    def _faces(self, data: bytes, timings: Timings) -> tuple[NDArray[np.uint8], list[Face]]:
+    def _faces(self, data: bytes, timings: Timings) -> tuple[DecodedImage, list[Face]]:
+        """Decode at reduced scale, detect there; faces come back in full-resolution pixels."""
         with timings.stage("decode"):
-            image = decode_image(data, self.max_image_pixels)
+            image = DecodedImage(data, self.max_image_pixels, reduced_side=self.detect_side)
         with timings.stage("detect"):
-            faces = self.detector.detect(image)
+            faces = self.detector.detect(image.reduced)
+        if image.scale != 1.0:
+            faces = [Face(f.box * image.scale, f.landmarks * image.scale, f.score) for f in faces]
         return image, faces
 
-    def _embed(self, image_faces: Sequence[tuple[NDArray[np.uint8], Face]], timings: Timings) -> NDArray[np.float32]:
+    def _embed(self, image_faces: Sequence[tuple[DecodedImage, Face]], timings: Timings) -> NDArray[np.float32]:
         size = self.embedder.manifest.preprocess.size
+        # A face whose box in the reduced image is at least the crop's size is aligned from
+        # the reduced pixels: the crop then only ever downsamples them, and DCT scaling is a
+        # filtered downscale (warping straight from far larger pixels would alias). Smaller
+        # faces are aligned from the full-resolution image, decoded once for all of them.
+        sources = []
+        for image, face in image_faces:
+            side = min(face.box[2] - face.box[0], face.box[3] - face.box[1]) / image.scale
+            sources.append(image.scale == 1.0 or side >= max(size))
+        if not all(sources):
+            with timings.stage("decode"):
+                for (image, _), reduced in zip(image_faces, sources, strict=True):
+                    if not reduced:
+                        image.full()
         with timings.stage("align"):
-            crops = [align_face(image, face.landmarks, size) for image, face in image_faces]
+            crops = [
+                align_face(image.reduced, face.landmarks / image.scale, size)
+                if reduced
+                else align_face(image.full(), face.landmarks, size)
+                for (image, face), reduced in zip(image_faces, sources, strict=True)
+            ]
         with timings.stage("embed"):
             return self.embedder.embed(crops)
 
@@ -167,12 +190,12 @@ class Recognizer:
     def detect(self, data: bytes, timings: Timings | None = None) -> tuple[list[Face], tuple[int, int]]:
         """Faces, largest first, and the decoded image's (width, height)."""
         image, faces = self._faces(data, timings or Timings())
-        return faces, (image.shape[1], image.shape[0])
+        return faces, image.size
 
     def _enrollment_faces(
         self, images: Sequence[bytes], timings: Timings
-    ) -> tuple[list[tuple[int, Face, NDArray[np.uint8], str]], list[Rejection], list[FaceIdError]]:
-        chosen: list[tuple[int, Face, NDArray[np.uint8], str]] = []
+    ) -> tuple[list[tuple[int, Face, DecodedImage, str]], list[Rejection], list[FaceIdError]]:
+        chosen: list[tuple[int, Face, DecodedImage, str]] = []
         rejected: list[Rejection] = []
         errors: list[FaceIdError] = []
         for index, data in enumerate(images):

@@ -152,3 +152,20 @@ def test_faces_of_another_model_are_not_searched(db_url: str) -> None:
         assert ready["faces_of_other_models"] == {"old@1": 3} and ready["gallery_size"] == 27
         face = second.post("/identify", files=files("image", orl(1, 8))).json()["faces"][0]
         assert face["decision"] == "unknown"
+
+
+def test_a_phone_sized_photo_is_identified_with_full_resolution_boxes(client: TestClient) -> None:
+    import io
+
+    from PIL import Image
+
+    client.post("/enroll", data={"name": "Obama"}, files=files("images", photo("obama.jpg")))
+    source = Image.open(io.BytesIO(photo("obama2.jpg")))
+    buffer = io.BytesIO()
+    source.resize((source.width * 4, source.height * 4)).save(buffer, "JPEG", quality=90)
+    small = client.post("/identify", files=files("image", photo("obama2.jpg"))).json()["faces"][0]
+    big = client.post("/identify", files=files("image", buffer.getvalue())).json()["faces"][0]
+    assert big["decision"] == "match" and big["identity"]["name"] == "Obama"
+    assert abs(big["similarity"] - small["similarity"]) < 0.05
+    for a, b in zip(big["box"], small["box"], strict=True):
+        assert abs(a / 4 - b) < 6

@@ -89,3 +89,16 @@ def test_decompression_bomb_is_refused_from_the_header() -> None:
 def test_large_jpeg_can_be_drafted_at_reduced_scale() -> None:
     big = encode(Image.new("RGB", (4000, 3000), (10, 20, 30)), "JPEG")
     assert decode_image(big, draft_max_side=1000).shape[1] <= 2000
+
+
+def test_decoded_image_detects_at_reduced_scale_and_keeps_full_resolution_at_hand() -> None:
+    from service.vision.decode import DecodedImage
+
+    big = encode(Image.open(io.BytesIO(photo("obama.jpg"))).resize((3640, 4548)), "JPEG", quality=90)
+    image = DecodedImage(big, reduced_side=640)
+    assert image.scale == pytest.approx(4.0, rel=0.01)
+    assert max(image.reduced.shape[:2]) >= 640
+    assert image.size == (3640, 4548)
+    assert image.full().shape == (4548, 3640, 3)
+    small = DecodedImage(photo("obama.jpg"), reduced_side=640)  # under 2x the side: decoded as is
+    assert small.scale == 1.0 and small.full() is small.reduced
