@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -38,22 +38,13 @@ from tqdm import tqdm
 from training import checkpoint
 from training.backbones import get_model
 from training.config import ExperimentConfig, OptimConfig, ScheduleConfig, load_config, to_toml
+from training.data import FaceDataset, build_dataset
 from training.heads import HeadOutput, MarginHead
 
 METRICS_FILE = "metrics.jsonl"
 
 # Called on rank 0 with the backbone in eval mode; returns metrics to log (e.g. verification accuracy).
 Callback = Callable[[nn.Module], dict[str, float]]
-
-
-class FaceDataset(Protocol):
-    """What `training.data.build_dataset` returns: (image (3, 112, 112) normalised, label) pairs."""
-
-    num_classes: int
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]: ...
 
 
 @dataclass(frozen=True)
@@ -164,6 +155,8 @@ class Trainer:
         self.callbacks = callbacks
         self.run_dir = cfg.run.out_dir / cfg.run.name
         self.use_amp = cfg.run.amp and world.device.type == "cuda"
+        if world.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed 112x112 inputs: pick the fastest kernels once
         seed_everything(cfg.run.seed + world.rank)
 
         backbone = get_model(cfg.backbone)
@@ -372,8 +365,6 @@ def train(
     world = setup_distributed(cfg.run.device)
     try:
         if dataset is None:
-            from training.data import build_dataset
-
             dataset = cast(FaceDataset, build_dataset(cfg.data, train=True))
         if callbacks is None:
             callbacks = default_callbacks(cfg, world)
