@@ -163,3 +163,17 @@ def test_trains_from_an_aligned_folder_and_verifies_on_held_out_people(tmp_path:
     assert [r["step"] for r in verification] == [2]  # end of the 2-step epoch
     assert 0.0 <= verification[0]["val/accuracy"] <= 1.0
     assert verification[0]["val/pairs"] > 0
+
+
+@pytest.mark.parametrize(("name", "kind"), [("sgd", "SGD"), ("adamw", "AdamW")])
+def test_optimizer_scales_lr_with_the_global_batch(name: str, kind: str) -> None:
+    from training.train import build_optimizer
+
+    cfg = replace(ExperimentConfig(), optim={"name": name, "lr": 0.1, "lr_batch": 1024, "weight_decay": 5e-4})
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = build_optimizer(params, cfg.optim, global_batch=256)  # 2 GPUs x 128
+    assert type(optimizer).__name__ == kind
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.025)
+    assert optimizer.param_groups[0]["weight_decay"] == 5e-4
+    unscaled = replace(cfg, optim={"lr_batch": 0})
+    assert build_optimizer(params, unscaled.optim, global_batch=256).param_groups[0]["lr"] == 0.1
