@@ -210,11 +210,27 @@ def build_manifest(
 
 @dataclass(frozen=True)
 class CalibrationSet:
-    """Held-out pairs: `images[2i]`, `images[2i+1]` with truth `issame[i]`."""
+    """Held-out faces to calibrate on.
+
+    With `issame`, pairs as given: `images[2i]`, `images[2i+1]` (a `.bin`). With
+    `labels`, every pair of the images: all same-label pairs are genuine and all
+    others impostors, which resolves far lower FARs than sampled pairs (N images
+    give N(N-1)/2 comparisons for N embeddings).
+    """
 
     images: list[NDArray[np.uint8]]
-    issame: NDArray[np.bool_]
     source: str
+    issame: NDArray[np.bool_] | None = None
+    labels: NDArray[np.int64] | None = None
+
+    def scores(self, emb: NDArray[np.float32]) -> tuple[NDArray[np.float32], NDArray[np.bool_]]:
+        """(cosine, genuine?) of every calibration pair."""
+        if self.labels is not None:
+            rows, cols = np.triu_indices(len(emb), k=1)
+            return np.sum(emb[rows] * emb[cols], axis=1), self.labels[rows] == self.labels[cols]
+        if self.issame is None:
+            raise ValueError("a calibration set needs pair truths or labels")
+        return np.sum(emb[0::2] * emb[1::2], axis=1), self.issame
 
 
 def export_model(
@@ -268,8 +284,8 @@ def export_model(
     embedder = OnnxEmbedder(manifest, onnx_path.read_bytes(), providers=("CPUExecutionProvider",))
     if calibration is not None:
         emb = embed_all(embedder, calibration.images, batch_size=batch_size)
-        scores = np.sum(emb[0::2] * emb[1::2], axis=1)
-        found = calibrate(scores, calibration.issame, target_far, calibration.source)
+        scores, issame = calibration.scores(emb)
+        found = calibrate(scores, issame, target_far, calibration.source)
         info["calibration"] = {
             "target_far": target_far,
             "measured_far": found.measured_far,
@@ -296,19 +312,25 @@ def export_model(
     return loaded
 
 
-def load_calibration(bin_path: Path | None, folder: Path | None, pairs: int, seed: int) -> CalibrationSet | None:
+def load_calibration(
+    bin_path: Path | None, folder: Path | None, *, max_images: int = 4000, seed: int = 0
+) -> CalibrationSet | None:
+    """A `.bin` (its pairs) or an aligned folder (all pairs of up to `max_images` images, drawn by `seed`)."""
     if bin_path is not None:
         from training.data.verification_bin import load_bin
 
         found = load_bin(bin_path)
-        return CalibrationSet(found.images, found.issame, source=bin_path.name)
+        return CalibrationSet(found.images, source=bin_path.name, issame=found.issame)
     if folder is not None:
-        from training.data.folder import folder_pairs, max_balanced_pairs, scan_folder
+        from training.data.folder import read_crop, scan_folder
 
         _, samples = scan_folder(folder)
+        if len(samples) > max_images:
+            chosen = np.sort(np.random.default_rng(seed).choice(len(samples), max_images, replace=False))
+            samples = [samples[int(i)] for i in chosen]
         labels = np.array([c for _, c in samples], dtype=np.int64)
-        pair_set = folder_pairs(folder, min(pairs, max_balanced_pairs(labels) // 2), seed=seed)
-        return CalibrationSet(pair_set.images, pair_set.issame, source=f"{folder.name} (seed {seed})")
+        images = [read_crop(p) for p, _ in samples]
+        return CalibrationSet(images, source=f"{folder.name}, all pairs of {len(images)} images", labels=labels)
     return None
 
 
@@ -319,10 +341,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", help="model version (default: the checkpoint file's stem)")
     calib = parser.add_mutually_exclusive_group(required=True)
     calib.add_argument("--calibrate-bin", type=Path, help="held-out .bin pairs to calibrate the threshold on")
-    calib.add_argument("--calibrate-folder", type=Path, help="held-out aligned folder (pairs drawn from it)")
+    calib.add_argument("--calibrate-folder", type=Path, help="held-out aligned folder (all its pairs are compared)")
     calib.add_argument("--threshold", type=float, help="use this cosine threshold as is (not calibrated)")
     parser.add_argument("--far", type=float, default=1e-3, help="target false accept rate (default 1e-3)")
-    parser.add_argument("--pairs", type=int, default=6000, help="pairs drawn from --calibrate-folder")
+    parser.add_argument(
+        "--max-images", type=int, default=4000, help="images drawn from --calibrate-folder (default 4000: 8M pairs)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--opset", type=int, default=MIN_OPSET)
     parser.add_argument("--description", default="")
@@ -333,7 +357,9 @@ def main(args: argparse.Namespace) -> int:
     from training.embedders import load_checkpoint
 
     model, cfg = load_checkpoint(args.checkpoint)
-    calibration = load_calibration(args.calibrate_bin, args.calibrate_folder, args.pairs, args.seed)
+    calibration = load_calibration(
+        args.calibrate_bin, args.calibrate_folder, max_images=args.max_images, seed=args.seed
+    )
     manifest = export_model(
         model,
         args.out,

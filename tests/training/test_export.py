@@ -57,8 +57,8 @@ def test_export_from_a_checkpoint_writes_a_manifest_the_service_loads(tmp_path: 
     parser = argparse.ArgumentParser()
     export.add_arguments(parser)
     out = tmp_path / "model"
-    argv = [str(checkpoint), "--out", str(out), "--calibrate-folder", str(orl_aligned), "--pairs", "40"]
-    assert export.main(parser.parse_args([*argv, "--far", "5e-2"])) == 0
+    argv = [str(checkpoint), "--out", str(out), "--calibrate-folder", str(orl_aligned), "--max-images", "60"]
+    assert export.main(parser.parse_args([*argv, "--far", "1e-3"])) == 0
 
     manifest = load_manifest(out / "manifest.json")
     assert (manifest.name, manifest.version, manifest.embedding_size) == ("tiny-mfn", "checkpoint_00000042", 128)
@@ -69,17 +69,19 @@ def test_export_from_a_checkpoint_writes_a_manifest_the_service_loads(tmp_path: 
     assert manifest.extra["parity"]["min_cosine_real"] >= 0.9999
     assert manifest.extra["parity"]["min_cosine_random"] >= 0.9999
     assert manifest.extra["opset"] >= 17
-    assert manifest.threshold.far == 5e-2
-    assert manifest.extra["calibration"]["measured_far"] <= 5e-2
-    assert manifest.extra["calibration"]["impostor_pairs"] == 20
+    assert manifest.threshold.far == 1e-3
+    assert manifest.extra["calibration"]["measured_far"] <= 1e-3
+    calibration = manifest.extra["calibration"]
+    assert calibration["genuine_pairs"] + calibration["impostor_pairs"] == 60 * 59 // 2  # every pair of 60 images
+    assert calibration["impostor_pairs"] > 1000  # enough to resolve FAR 1e-3
 
-    # The threshold is the 5% impostor quantile of the very pairs, embedded by the served model.
+    # The threshold is the 1e-3 impostor quantile over all those pairs, embedded by the served model.
     served, data = load_embedder_model(str(out))
     embedder = OnnxEmbedder(served, data, providers=("CPUExecutionProvider",))
-    pairs = folder_pairs(orl_aligned, 40, seed=0)
-    emb = embedder.embed(pairs.images)
-    scores = np.sum(emb[0::2] * emb[1::2], axis=1)
-    found = threshold_at_rate(scores[~pairs.issame], 5e-2)
+    chosen = export.load_calibration(None, orl_aligned, max_images=60, seed=0)
+    assert chosen is not None
+    scores, issame = chosen.scores(embedder.embed(chosen.images))
+    found = threshold_at_rate(scores[~issame], 1e-3)
     assert found is not None
     assert manifest.threshold.cosine == pytest.approx(found[0], abs=1e-6)
     assert "batch" in str(embedder.session.get_inputs()[0].shape[0])
@@ -89,7 +91,8 @@ def test_export_from_a_checkpoint_writes_a_manifest_the_service_loads(tmp_path: 
     from training.data.images import encode_rgb
     from training.data.verification_bin import write_bin
 
-    write_bin(tmp_path / "few.bin", [encode_rgb(c, ".png") for c in pairs.images[:24]], pairs.issame[:12].tolist())
+    pairs = folder_pairs(orl_aligned, 12, seed=0)
+    write_bin(tmp_path / "few.bin", [encode_rgb(c, ".png") for c in pairs.images], pairs.issame.tolist())
     reports: list[dict[str, float]] = []
     for model_args in (["--checkpoint", str(checkpoint)], ["--manifest", str(out)]):
         eval_parser = argparse.ArgumentParser()
