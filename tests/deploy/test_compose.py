@@ -1,0 +1,169 @@
+"""The compose files: valid for Compose (checked offline with docker-compose 1.29, as CI
+installs it), and saying what the deployment needs: the GPU reserved, the database
+healthy and migrated before the service starts, settings the service actually reads,
+passwords only from the environment."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE = ROOT / "docker-compose.yml"
+CPU = ROOT / "docker-compose.cpu.yml"
+COMPOSE = shutil.which("docker-compose")
+needs_compose = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (.ci/run installs it)")
+GPU_SETTINGS = {"FACEID_REQUIRE_GPU", "FACEID_PROVIDERS", "FACEID_GALLERY_DEVICE"}
+
+
+def compose(*files: Path, env: dict[str, str], args: tuple[str, ...] = ("config",)) -> subprocess.CompletedProcess[str]:
+    assert COMPOSE is not None
+    empty = ROOT / "docker" / "constraints.txt"  # any file without assignments: no .env is read
+    command = [COMPOSE, "--env-file", str(empty)]
+    for f in files:
+        command += ["-f", str(f)]
+    return subprocess.run(
+        [*command, *args],
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def resolved(*files: Path) -> dict[str, Any]:
+    result = compose(*files, env={"POSTGRES_PASSWORD": "s3cret"})
+    assert result.returncode == 0, result.stderr
+    return yaml.safe_load(result.stdout)
+
+
+def mounts(service: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """target -> {source, read_only, named}: long syntax (Compose 2) or `src:dst[:mode]` (1.29)."""
+    out = {}
+    for v in service.get("volumes", []):
+        if isinstance(v, str):
+            source, target, *mode = v.split(":")
+            v = {
+                "source": source,
+                "target": target,
+                "read_only": mode == ["ro"],
+                "type": "bind" if "/" in source else "volume",
+            }
+        out[v["target"]] = {
+            "source": v["source"],
+            "read_only": bool(v.get("read_only")),
+            "named": v["type"] == "volume",
+        }
+    return out
+
+
+def active(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Services a plain `up` starts (no profile)."""
+    return {name: s for name, s in config["services"].items() if not s.get("profiles")}
+
+
+@needs_compose
+@pytest.mark.parametrize("files", [(BASE,), (BASE, CPU)], ids=["gpu", "cpu"])
+def test_validates(files: tuple[Path, ...]) -> None:
+    result = compose(*files, env={"POSTGRES_PASSWORD": "s3cret"}, args=("config", "-q"))
+    assert result.returncode == 0, result.stderr
+
+
+@needs_compose
+def test_refuses_to_run_without_a_password() -> None:
+    result = compose(BASE, env={}, args=("config", "-q"))
+    assert result.returncode != 0
+    assert "POSTGRES_PASSWORD" in result.stderr
+
+
+def test_passwords_come_only_from_the_environment() -> None:
+    for path in (BASE, CPU):
+        for line in path.read_text().splitlines():
+            if re.search(r"PASSWORD\s*:", line):
+                assert "${POSTGRES_PASSWORD:?" in line, f"{path.name}: {line.strip()}"
+            assert not re.search(r"postgres(ql)?(\+\w+)?://[^@/\s]*:[^@/\s]*@", line), "a password in a URL"
+
+
+@needs_compose
+def test_gpu_service_reserves_the_gpu_and_waits_for_a_migrated_database() -> None:
+    config = resolved(BASE)
+    services = active(config)
+    assert set(services) == {"db", "migrate", "faceid"}
+    faceid = services["faceid"]
+    devices = faceid["deploy"]["resources"]["reservations"]["devices"]
+    assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
+    assert faceid["environment"]["FACEID_REQUIRE_GPU"] == "true"
+    assert faceid["environment"]["FACEID_AUTO_MIGRATE"] == "false"
+    assert faceid["build"]["target"] == "gpu"
+    assert faceid["depends_on"] == {
+        "db": {"condition": "service_healthy"},
+        "migrate": {"condition": "service_completed_successfully"},
+    }
+
+    migrate = services["migrate"]
+    assert migrate["command"] == ["migrate"] and migrate["restart"] == "no"
+    assert migrate["depends_on"] == {"db": {"condition": "service_healthy"}}
+    assert migrate["environment"]["FACEID_DATABASE_URL"] == faceid["environment"]["FACEID_DATABASE_URL"]
+
+    db = services["db"]
+    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
+    data = mounts(db)["/var/lib/postgresql/data"]
+    assert data["named"] and data["source"] in config["volumes"]
+    assert db["environment"]["POSTGRES_PASSWORD"] == faceid["environment"]["PGPASSWORD"] == "s3cret"
+
+
+@needs_compose
+def test_models_are_mounted_read_only() -> None:
+    assert mounts(resolved(BASE)["services"]["faceid"])["/models"] == {
+        "source": str(ROOT / "models"),
+        "read_only": True,
+        "named": False,
+    }
+
+
+@needs_compose
+def test_cpu_override_reserves_nothing_and_serves_the_same_settings() -> None:
+    services = active(resolved(BASE, CPU))
+    assert set(services) == {"db", "migrate", "faceid-cpu"}
+    for name, service in services.items():
+        assert not service.get("deploy", {}).get("resources", {}).get("reservations"), name
+    gpu, cpu = resolved(BASE)["services"]["faceid"], services["faceid-cpu"]
+    assert cpu["build"]["target"] == services["migrate"]["build"]["target"] == "cpu"
+    assert cpu["environment"]["FACEID_REQUIRE_GPU"] == "false"
+    same = {k: v for k, v in gpu["environment"].items() if k not in GPU_SETTINGS}
+    assert {k: v for k, v in cpu["environment"].items() if k not in GPU_SETTINGS} == same
+    for key in ("command", "depends_on", "ports", "volumes", "restart"):
+        assert cpu[key] == gpu[key], key
+
+
+@needs_compose
+@pytest.mark.parametrize("files", [(BASE,), (BASE, CPU)], ids=["gpu", "cpu"])
+def test_every_faceid_variable_is_a_valid_setting(files: tuple[Path, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    fields = {f"FACEID_{name.upper()}" for name in Settings.model_fields}
+    for name, service in resolved(*files)["services"].items():
+        env = {k: str(v) for k, v in (service.get("environment") or {}).items() if k.startswith("FACEID_")}
+        assert set(env) <= fields, (name, set(env) - fields)
+        for key in list(Settings.model_fields):
+            monkeypatch.delenv(f"FACEID_{key.upper()}", raising=False)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        Settings(_env_file=None)  # type: ignore[call-arg]  # values parse and pass validation
+
+
+def test_raw_files_name_only_settings() -> None:
+    """The raw files, read without Compose, name only FACEID_ variables Settings knows."""
+    fields = {f"FACEID_{name.upper()}" for name in Settings.model_fields}
+    named = set()
+    for path in (BASE, CPU):
+        named |= set(re.findall(r"^\s+(FACEID_[A-Z_]+):", path.read_text(), re.MULTILINE))
+    assert named and named <= fields, named - fields
+    assert "FACEID_NOT_A_SETTING" not in fields
