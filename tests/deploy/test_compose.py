@@ -160,10 +160,13 @@ def test_every_faceid_variable_is_a_valid_setting(files: tuple[Path, ...], monke
 
 
 def test_raw_files_name_only_settings() -> None:
-    """The raw files, read without Compose, name only FACEID_ variables Settings knows."""
+    """The raw files, read without Compose, name only FACEID_ variables Settings knows (an
+    unknown one is a start-up error for the service)."""
     fields = {f"FACEID_{name.upper()}" for name in Settings.model_fields}
     named = set()
     for path in (BASE, CPU):
         named |= set(re.findall(r"^\s+(FACEID_[A-Z_]+):", path.read_text(), re.MULTILINE))
+        # Interpolated from the operator's environment, where `faceid` would read them too.
+        named |= set(re.findall(r"\$\{(FACEID_[A-Z_]+)", path.read_text()))
     assert named and named <= fields, named - fields
     assert "FACEID_NOT_A_SETTING" not in fields
