@@ -1,0 +1,129 @@
+"""What every benchmark shares: where the peers live, the machine it ran on, timing and output.
+
+The peers (InsightFace weights, non-commercial) and the DCGAN generator are read
+from the shared assets folder at bench time and never copied into the repository:
+`$FACEID_SHARED`, else `../shared` beside the repository.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+OUT = REPO / "bench" / "out"
+RESULTS = REPO / "bench" / "results"
+FACE_640 = REPO / "bench" / "face_640x480.jpg"
+ORL = REPO / "tests" / "fixtures" / "orl"
+SHARED_ENV = "FACEID_SHARED"
+
+
+def shared_dir() -> Path | None:
+    """The shared assets folder, or None when this machine has none."""
+    env = os.environ.get(SHARED_ENV)
+    candidates = [Path(env)] if env else [REPO.parent / "shared"]
+    for c in candidates:
+        if (c / "assets").is_dir():
+            return c
+    return None
+
+
+def shared_asset(*parts: str) -> Path | None:
+    root = shared_dir()
+    if root is None:
+        return None
+    path = root.joinpath("assets", *parts)
+    return path if path.exists() else None
+
+
+def load_average() -> tuple[float, float, float]:
+    one, five, fifteen = os.getloadavg()
+    return round(one, 2), round(five, 2), round(fifteen, 2)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on, and under which load."""
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_average_1_5_15": load_average(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": _git_commit(),
+    }
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def time_call(fn: Callable[[], object], *, repeat: int, warmup: int = 2) -> dict[str, float]:
+    """Wall time of `fn` in ms: median, p90, mean and min over `repeat` calls after `warmup`."""
+    for _ in range(warmup):
+        fn()
+    samples = np.empty(repeat)
+    for i in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        samples[i] = time.perf_counter() - t0
+    ms = samples * 1000.0
+    return {
+        "median_ms": round(float(np.median(ms)), 3),
+        "p90_ms": round(float(np.percentile(ms, 90)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+        "min_ms": round(float(ms.min()), 3),
+        "n": repeat,
+    }
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process (Linux), 0 where /proc is absent."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def write_json(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
+def figure(size: tuple[float, float] = (7.0, 4.5)) -> Any:
+    """A bare matplotlib Figure (Agg, no pyplot state)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size, dpi=100)
+
+
+def publish(*paths: Path) -> list[Path]:
+    """Copy finished reports and plots to bench/results/ (committed; keep them small)."""
+    import shutil
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    return [Path(shutil.copy2(p, RESULTS / p.name)) for p in paths]

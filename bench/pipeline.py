@@ -1,0 +1,206 @@
+"""The bare in-process pipeline, stage by stage, against the peers, in the same run.
+
+    python -m bench.pipeline [--repeat 30] [--publish]
+
+Service: decode (Pillow) -> YuNet detect (on a copy scaled to 640) -> ArcFace-template
+align (from full resolution) -> SFace embed. Peer: the same decode and align around
+InsightFace's SCRFD-0.5GF and MobileFaceNet (w600k_mbf), read from the shared assets.
+No HTTP, no database. Runs on the 640x480 one-face photo and on a 12-megapixel
+phone-sized JPEG made from it at bench time (kept in bench/out, out of git).
+Also times what the 12 MP photo would cost with reduced-scale JPEG decoding, and
+embedding latency per face at batch 1 and batch 8.
+Writes bench/out/pipeline.json and bench/out/pipeline.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from bench.common import FACE_640, OUT, machine, publish, shared_asset, time_call, write_json
+from service.vision.align import align_face
+from service.vision.decode import DEFAULT_MAX_PIXELS, decode_image
+from service.vision.detect import DetectorOptions, Face, YuNetDetector
+from service.vision.embed import OnnxEmbedder
+from service.vision.models import load_detector_model, load_embedder_model
+
+STAGES = ("decode", "detect", "align", "embed")
+
+
+class _Detector(Protocol):
+    def detect(self, image: NDArray[np.uint8]) -> list[Face]: ...
+
+
+class _Embedder(Protocol):
+    def embed(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]: ...
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    detector: _Detector
+    embedder: _Embedder
+    crop_size: tuple[int, int] = (112, 112)
+
+    def run(self, data: bytes, *, draft_max_side: int | None = None) -> NDArray[np.float32]:
+        image = decode_image(data, DEFAULT_MAX_PIXELS, draft_max_side=draft_max_side)
+        faces = self.detector.detect(image)
+        crops = [align_face(image, f.landmarks, self.crop_size) for f in faces]
+        return self.embedder.embed(crops)
+
+
+def phone_photo(path: Path, size: tuple[int, int] = (4000, 3000), source: Path = FACE_640) -> Path:
+    """A phone-sized JPEG: the one-face photo upscaled, with sensor-like noise so it compresses like a real one."""
+    if path.exists():
+        found = cv2.imread(str(path), cv2.IMREAD_REDUCED_GRAYSCALE_8)
+        if found is not None and (found.shape[1] * 8 >= size[0] - 8 and found.shape[1] * 8 <= size[0] + 8):
+            return path
+    bgr = cv2.imread(str(source), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(source)
+    big = np.asarray(cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC), np.float32)
+    big += np.random.default_rng(0).normal(0.0, 4.0, big.shape).astype(np.float32)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.clip(big, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 92])
+    return path
+
+
+def stage_times(pipeline: Pipeline, data: bytes, repeat: int) -> dict[str, Any]:
+    """Each stage timed on its own (same inputs every call), then the whole pipeline end to end."""
+    image = decode_image(data, DEFAULT_MAX_PIXELS)
+    faces = pipeline.detector.detect(image)
+    crops = [align_face(image, f.landmarks, pipeline.crop_size) for f in faces]
+    calls: dict[str, Callable[[], object]] = {
+        "decode": lambda: decode_image(data, DEFAULT_MAX_PIXELS),
+        "detect": lambda: pipeline.detector.detect(image),
+        "align": lambda: [align_face(image, f.landmarks, pipeline.crop_size) for f in faces],
+        "embed": lambda: pipeline.embedder.embed(crops),
+    }
+    stages = {name: time_call(fn, repeat=repeat) for name, fn in calls.items()}
+    total = time_call(lambda: pipeline.run(data), repeat=repeat)
+    return {
+        "faces": len(faces),
+        "stages": stages,
+        "sum_of_stage_medians_ms": round(sum(s["median_ms"] for s in stages.values()), 2),
+        "end_to_end": total,
+    }
+
+
+def embed_latency(embedder: _Embedder, crop: NDArray[np.uint8], repeat: int) -> dict[str, float]:
+    one = time_call(lambda: embedder.embed([crop]), repeat=repeat)
+    eight = time_call(lambda: embedder.embed([crop] * 8), repeat=max(3, repeat // 4))
+    return {"batch1_ms_per_face": one["median_ms"], "batch8_ms_per_face": round(eight["median_ms"] / 8, 3)}
+
+
+def reduced_decode(pipeline: Pipeline, data: bytes, full: NDArray[np.float32], repeat: int) -> dict[str, Any]:
+    """What-if: decode the JPEG with DCT scaling (about 2x the detector's side) and align from that."""
+    draft = pipeline.run(data, draft_max_side=640)
+    cos = float(np.sum(draft[0] * full[0])) if len(draft) and len(full) else None
+    return {
+        "decode_ms": time_call(lambda: decode_image(data, DEFAULT_MAX_PIXELS, draft_max_side=640), repeat=repeat)[
+            "median_ms"
+        ],
+        "end_to_end": time_call(lambda: pipeline.run(data, draft_max_side=640), repeat=repeat),
+        "cosine_to_full_resolution_embedding": None if cos is None else round(cos, 4),
+    }
+
+
+def plot(report: dict[str, Any], path: Path) -> Path:
+    from bench.common import figure
+
+    fig = figure((8.0, 4.5))
+    ax = fig.subplots()
+    labels, bottoms = [], []
+    rows = [(p, img, r) for p, per_image in report["pipelines"].items() for img, r in per_image.items()]
+    colours = {"decode": "#4c72b0", "detect": "#dd8452", "align": "#55a868", "embed": "#c44e52"}
+    bottoms = [0.0] * len(rows)
+    for stage in STAGES:
+        heights = [r["stages"][stage]["median_ms"] for _, _, r in rows]
+        ax.bar(range(len(rows)), heights, bottom=bottoms, label=stage, color=colours[stage])
+        bottoms = [b + h for b, h in zip(bottoms, heights, strict=True)]
+    labels = [f"{p}\n{img}" for p, img, _ in rows]
+    for i, (_, _, r) in enumerate(rows):
+        ax.text(i, bottoms[i], f"{r['end_to_end']['median_ms']:.0f} ms", ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(range(len(rows)))
+    ax.set_xticklabels(labels, fontsize=8)
+    ax.set_ylabel("median ms per image (stage by stage)")
+    ax.set_title(f"In-process pipeline, {report['machine']['cores']} CPU cores; label: end-to-end median")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def build_pipelines(threads: int, *, peers: bool = True) -> list[Pipeline]:
+    manifest, model = load_embedder_model("builtin:sface")
+    service = Pipeline(
+        "service (YuNet + SFace)",
+        YuNetDetector(load_detector_model(), DetectorOptions()),
+        OnnxEmbedder(manifest, model, providers=["CPUExecutionProvider"], intra_op_threads=threads),
+        manifest.preprocess.size,
+    )
+    pipelines = [service]
+    scrfd, mbf = shared_asset("peers", "scrfd_500m_bnkps.onnx"), shared_asset("peers", "w600k_mbf.onnx")
+    if peers and scrfd is not None and mbf is not None:
+        from bench.peers import MbfEmbedder, ScrfdDetector
+
+        pipelines.append(
+            Pipeline("peer (SCRFD + MBF)", ScrfdDetector(scrfd, threads=threads), MbfEmbedder(mbf, threads=threads))
+        )
+    return pipelines
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=30, help="timed calls per measurement (after 2 warm-up)")
+    parser.add_argument("--phone-size", default="4000x3000", help="WxH of the generated phone-sized JPEG")
+    parser.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--publish", action="store_true", help="copy the JSON and PNG to bench/results/")
+    args = parser.parse_args(argv)
+    w, h = (int(v) for v in args.phone_size.split("x"))
+    images = {"640x480": FACE_640, f"{w}x{h}": phone_photo(args.out / f"face_{w}x{h}.jpg", (w, h))}
+    pipelines = build_pipelines(args.threads)
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "repeat": args.repeat,
+        "images": {k: {"path": str(p.name), "bytes": p.stat().st_size} for k, p in images.items()},
+        "pipelines": {},
+        "embed_per_face": {},
+        "reduced_scale_decode": {},
+    }
+    for pipeline in pipelines:
+        per_image = report["pipelines"][pipeline.name] = {}
+        for label, path in images.items():
+            data = path.read_bytes()
+            per_image[label] = stage_times(pipeline, data, args.repeat)
+            print(pipeline.name, label, per_image[label]["end_to_end"]["median_ms"], "ms", flush=True)
+        image = decode_image(FACE_640.read_bytes())
+        face = pipeline.detector.detect(image)[0]
+        crop = align_face(image, face.landmarks, pipeline.crop_size)
+        report["embed_per_face"][pipeline.name] = embed_latency(pipeline.embedder, crop, args.repeat)
+        big = images[f"{w}x{h}"].read_bytes()
+        report["reduced_scale_decode"][pipeline.name] = reduced_decode(pipeline, big, pipeline.run(big), args.repeat)
+    service = report["pipelines"][pipelines[0].name]
+    report["ratio_12mp_to_640"] = round(
+        service[f"{w}x{h}"]["end_to_end"]["median_ms"] / service["640x480"]["end_to_end"]["median_ms"], 2
+    )
+    report["machine"]["load_average_after"] = machine()["load_average_1_5_15"]
+    json_path = write_json(args.out / "pipeline.json", report)
+    png_path = plot(report, args.out / "pipeline.png")
+    print(json_path, png_path)
+    if args.publish:
+        publish(json_path, png_path)
+    return report
+
+
+if __name__ == "__main__":
+    main()
