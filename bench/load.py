@@ -1,10 +1,15 @@
-"""Load generator: N concurrent clients against a running faceid server.
+"""Load generator: N concurrent clients against a faceid server.
 
     python -m bench.load --url http://127.0.0.1:8000 --endpoint identify --image photo.jpg --clients 4 --requests 200
+    python -m bench.load --server --image bench/face_640x480.jpg --phone-photo 4000x3000 --clients 1 4 --baseline
 
 Reports throughput, p50/p95/p99 latency, errors, and the server's per-stage time
 (from the Server-Timing header). Bounded by --requests and --duration, whichever
-comes first. Writes JSON (and a latency histogram PNG with --plot).
+comes first. `--server` starts `faceid serve` itself on a free port with a fresh
+SQLite database (CPU provider), enrolls the first image as one person so searches
+find a match, and stops it afterwards. `--baseline` first times the bare in-process
+pipeline (bench.pipeline) on each image, so the report shows what HTTP, the database
+and queueing add. Writes JSON and a latency histogram PNG (bench/out/load.json, load.png).
 """
 
 from __future__ import annotations
@@ -12,9 +17,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
+import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,45 +101,154 @@ async def run_load(
     }
 
 
-def plot_histogram(results: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
+def plot_histogram(results: list[dict[str, Any]], path: Path) -> Path:
+    from bench.common import figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in results:
-        ax.hist(r["latencies_ms"], bins=40, alpha=0.6, label=f"{r['endpoint']} {r['clients']} client(s)")
-    ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("requests")
-    ax.legend()
+    images = sorted({r.get("image", "") for r in results})
+    fig = figure((6.0 * len(images), 4.0))
+    axes = fig.subplots(1, len(images), squeeze=False)[0]
+    for ax, image in zip(axes, images, strict=True):
+        for r in (r for r in results if r.get("image", "") == image):
+            label = f"{r['clients']} client(s): p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['throughput_rps']} req/s"
+            ax.hist(r["latencies_ms"], bins=40, alpha=0.6, label=label)
+        ax.set_title(f"{results[0]['endpoint']} {image}".strip())
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("requests")
+        ax.legend(fontsize="small")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
 
 
-def main(argv: list[str] | None = None) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def local_server(log: Path, env: dict[str, str] | None = None, timeout: float = 120.0) -> Iterator[str]:
+    """`faceid serve` on a free port with a fresh SQLite database in a temporary folder; yields its URL."""
+    with tempfile.TemporaryDirectory(prefix="faceid-load-") as tmp:
+        port = _free_port()
+        full_env = {
+            **os.environ,
+            "FACEID_DATABASE_URL": f"sqlite:///{tmp}/faceid.db",
+            "FACEID_PORT": str(port),
+            "FACEID_PROVIDERS": "CPUExecutionProvider",
+            "FACEID_LOG_LEVEL": "warning",
+            **(env or {}),
+        }
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as sink:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "service", "serve"], env=full_env, stdout=sink, stderr=subprocess.STDOUT
+            )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                if process.poll() is not None:
+                    raise RuntimeError(f"faceid serve exited with {process.returncode}; see {log}")
+                try:
+                    if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"faceid serve not ready in {timeout} s; see {log}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def enroll_probe(url: str, image: bytes) -> None:
+    r = httpx.post(
+        url + "/enroll", data={"name": "probe person"}, files=[("images", ("probe", image, "image/jpeg"))], timeout=60
+    )
+    r.raise_for_status()
+
+
+def bare_pipeline_ms(images: dict[str, bytes], repeat: int) -> dict[str, float]:
+    """The service's own decode/detect/align/embed in this process, end to end, median ms per image."""
+    from bench.common import time_call
+    from bench.pipeline import build_pipelines
+
+    service = build_pipelines(threads=0, peers=False)[0]
+    out = {}
+    for name, data in images.items():
+        out[name] = time_call(lambda d=data: service.run(d), repeat=repeat)["median_ms"]  # type: ignore[misc]
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
+    parser.add_argument("--server", action="store_true", help="start faceid serve on a free port (fresh SQLite)")
     parser.add_argument("--endpoint", choices=["identify", "enroll"], default="identify")
-    parser.add_argument("--image", type=Path, required=True)
+    parser.add_argument("--image", type=Path, nargs="+", required=True)
+    parser.add_argument("--phone-photo", metavar="WxH", help="also a phone-sized JPEG made from the first image")
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4])
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--duration", type=float, default=60.0)
+    parser.add_argument("--baseline", action="store_true", help="time the bare in-process pipeline first")
     parser.add_argument("--out", type=Path, default=Path("bench/out/load.json"))
-    parser.add_argument("--plot", type=Path, default=None)
+    parser.add_argument("--plot", type=Path, default=None, help="histogram PNG (default: next to --out)")
+    parser.add_argument("--publish", action="store_true", help="copy the JSON and PNG to bench/results/")
     args = parser.parse_args(argv)
-    image = args.image.read_bytes()
-    results = [
-        asyncio.run(run_load(args.url, args.endpoint, image, c, args.requests, args.duration)) for c in args.clients
-    ]
-    for r in results:
-        summary = {k: v for k, v in r.items() if k != "latencies_ms"}
-        print(json.dumps(summary))
+    from bench.common import machine, publish
+
+    paths = list(args.image)
+    if args.phone_photo:
+        from bench.pipeline import phone_photo
+
+        w, h = (int(v) for v in args.phone_photo.split("x"))
+        paths.append(phone_photo(args.out.parent / f"face_{w}x{h}.jpg", (w, h), source=paths[0]))
+    images = {p.name: p.read_bytes() for p in paths}
+    before = machine()
+    baseline = bare_pipeline_ms(images, repeat=20) if args.baseline else {}
+
+    def run_all(url: str) -> list[dict[str, Any]]:
+        results = []
+        for name, data in images.items():
+            for c in args.clients:
+                r = asyncio.run(run_load(url, args.endpoint, data, c, args.requests, args.duration))
+                r["image"] = name
+                if name in baseline:
+                    r["bare_pipeline_ms"] = baseline[name]
+                    r["p50_over_bare"] = round(r["p50_ms"] / baseline[name], 2) if r["p50_ms"] else None
+                print(json.dumps({k: v for k, v in r.items() if k != "latencies_ms"}), flush=True)
+                results.append(r)
+        return results
+
+    if args.server:
+        with local_server(args.out.parent / "load-server.log") as url:
+            if args.endpoint == "identify":
+                enroll_probe(url, images[paths[0].name])
+            results = run_all(url)
+    else:
+        results = run_all(args.url)
+    for image in images:
+        runs = {r["clients"]: r for r in results if r["image"] == image}
+        if 1 in runs and len(runs) > 1:
+            most = runs[max(runs)]
+            most["throughput_over_1_client"] = round(most["throughput_rps"] / runs[1]["throughput_rps"], 2)
+            most["p99_over_p50"] = round(most["p99_ms"] / most["p50_ms"], 2) if most["p50_ms"] else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1))
-    if args.plot:
-        plot_histogram(results, args.plot)
+    report = {"machine": before, "load_average_after": machine()["load_average_1_5_15"], "runs": results}
+    args.out.write_text(json.dumps(report, indent=1))
+    plot = plot_histogram(results, args.plot or args.out.with_suffix(".png"))
+    print(args.out, plot)
+    if args.publish:
+        publish(args.out, plot)
+    return results
 
 
 if __name__ == "__main__":
