@@ -22,7 +22,7 @@ from service.settings import Settings
 from service.store import Store
 from service.store.migrate import upgrade
 from service.store.notify import ChangeListener
-from service.threshold import FixedThreshold, ThresholdPolicy
+from service.threshold import FixedThreshold, GalleryAwareThreshold, ThresholdPolicy
 from service.vision.detect import DetectorOptions, YuNetDetector
 from service.vision.embed import OnnxEmbedder
 from service.vision.manifest import ModelManifest
@@ -38,8 +38,13 @@ cosine threshold). Errors are JSON: `{"error": {"code": "...", "message": "..."}
 
 
 def threshold_policy(settings: Settings, manifest: ModelManifest) -> ThresholdPolicy:
+    """A fixed threshold if the settings give one; else one that keeps the target FPIR at the
+    current gallery size, when the manifest records the model's impostor distribution."""
     if settings.threshold is not None:
         return FixedThreshold(settings.threshold, "fixed")
+    if manifest.impostors is not None:
+        return GalleryAwareThreshold(manifest.impostors, settings.target_fpir, manifest.threshold.cosine)
+    log.warning("%s has no impostor record in its manifest: using its fixed threshold", manifest.model_id)
     return FixedThreshold(manifest.threshold.cosine, "manifest")
 
 

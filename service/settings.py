@@ -48,7 +48,18 @@ class Settings(BaseSettings):
 
     # Matching
     threshold: float | None = Field(
-        default=None, ge=-1, le=1, description="Fixed cosine threshold; unset uses the model manifest's threshold."
+        default=None,
+        ge=-1,
+        le=1,
+        description="Fixed cosine threshold. Unset: derived from target_fpir and the gallery size when the model's "
+        "manifest records its impostor distribution, else the manifest's calibrated threshold.",
+    )
+    target_fpir: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="Share of never-enrolled people that may be matched to someone (false-positive identification "
+        "rate); the threshold follows the gallery size to keep it.",
     )
     gallery_index: Literal["flat", "flat_fp16", "hnsw"] = "flat"
     gallery_device: Literal["auto", "cpu", "cuda"] = "auto"

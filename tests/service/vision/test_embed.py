@@ -10,8 +10,10 @@ from service.vision.decode import decode_image
 from service.vision.detect import YuNetDetector
 from service.vision.embed import OnnxEmbedder, preprocess
 from service.vision.manifest import Preprocess, load_manifest, manifest_from_dict
-from service.vision.models import SFACE_MANIFEST, load_embedder_model
+from service.vision.models import builtin_manifest, load_embedder_model
 from tests.conftest import orl, photo
+
+SFACE_MANIFEST = builtin_manifest("sface")
 
 
 def crop(detector: YuNetDetector, data: bytes) -> np.ndarray:

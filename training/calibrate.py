@@ -1,0 +1,127 @@
+"""`faceid-train calibrate`: record a model's impostor distribution in its manifest.
+
+The service turns a target false-positive identification rate into a threshold
+for the current gallery size (`service.threshold.GalleryAwareThreshold`); for that
+it needs how the model scores *different* people. This measures it on people kept
+out of training and tuning:
+
+- synthetic people from the DCGAN (a seed of their own, one photo each), and
+- real people: a folder with one sub-folder of photos per person,
+
+through the service's own decode, detect, align and embed code, and writes the
+impostor quantiles, a fitted exponential tail, and the top-1 scores of non-mated
+searches into the manifest's `impostors` field.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+from tqdm import tqdm
+
+from service.threshold import fit_impostor_tail
+from service.vision.align import align_face
+from service.vision.decode import decode_image
+from service.vision.detect import YuNetDetector, largest_face
+from service.vision.embed import OnnxEmbedder
+from service.vision.manifest import ImpostorTail, ModelManifest
+from service.vision.models import load_detector_model, load_embedder_model
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
+
+
+def real_embeddings(
+    embedder: OnnxEmbedder, detector: YuNetDetector, root: Path, people: list[str] | None = None
+) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+    """(embeddings, person index) of every photo with a face under root/<person>/."""
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and (people is None or p.name in people))
+    crops, owners = [], []
+    for index, folder in enumerate(tqdm(folders, desc="real people", unit="person")):
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            image = decode_image(path.read_bytes())
+            face = largest_face(detector.detect(image))
+            if face is not None:
+                crops.append(align_face(image, face.landmarks, embedder.manifest.preprocess.size))
+                owners.append(index)
+    return embedder.embed(crops), np.array(owners, dtype=np.int64)
+
+
+def synthetic_embeddings(
+    embedder: OnnxEmbedder, detector: YuNetDetector, count: int, seed: int, generator: Path | None
+) -> NDArray[np.float32]:
+    """One photo each of `count` synthetic people (distinct latents)."""
+    from training.data.synthetic import SynthOptions, draw_identity, load_generator
+
+    gen = load_generator(generator)
+    options = SynthOptions(identities=count, images_per_identity=1, seed=seed)
+    crops = []
+    for index in tqdm(range(count), desc="synthetic people", unit="person"):
+        drawn = draw_identity(gen, detector, index, options)
+        if drawn:
+            crop = drawn[0]
+            if crop.shape[:2] != embedder.manifest.preprocess.size[::-1]:
+                raise ValueError("synthetic crops are 112x112; this model wants another size")
+            crops.append(crop)
+    out = [embedder.embed(crops[i : i + 64]) for i in range(0, len(crops), 64)]
+    return np.concatenate(out) if out else np.zeros((0, embedder.manifest.embedding_size), np.float32)
+
+
+def impostor_record(
+    synthetic: NDArray[np.float32], real: NDArray[np.float32], owners: NDArray[np.int64], measured_on: str
+) -> ImpostorTail:
+    """Every different-person comparison, and the best score of each real photo against the synthetic people."""
+    scores = []
+    if len(synthetic) > 1:
+        s = synthetic @ synthetic.T
+        scores.append(s[np.triu_indices(len(synthetic), 1)])
+    if len(real) and len(synthetic):
+        scores.append((real @ synthetic.T).ravel())
+    if len(real) > 1:
+        r = real @ real.T
+        different = owners[:, None] != owners[None, :]
+        scores.append(r[np.triu_indices(len(real), 1)][different[np.triu_indices(len(real), 1)]])
+    pairs = np.concatenate(scores)
+    top1 = (real @ synthetic.T).max(axis=1) if len(real) and len(synthetic) else None
+    return fit_impostor_tail(pairs, top1=top1, gallery_size=len(synthetic), measured_on=measured_on)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", required=True, help="the model: builtin:sface or a manifest.json")
+    parser.add_argument("--out", type=Path, help="write the updated manifest here (default: in place)")
+    parser.add_argument("--synthetic", type=int, default=2000, help="synthetic people, one photo each")
+    parser.add_argument("--seed", type=int, default=1001, help="keep it apart from training and benchmark seeds")
+    parser.add_argument("--generator", type=Path, default=None, help="DCGAN weights (see `synth --help`)")
+    parser.add_argument("--real", type=Path, default=None, help="folder with one sub-folder of photos per person")
+    parser.add_argument("--people", nargs="*", default=None, help="only these sub-folders of --real")
+
+
+def main(args: argparse.Namespace) -> int:
+    manifest, model = load_embedder_model(args.manifest)
+    embedder = OnnxEmbedder(manifest, model)
+    detector = YuNetDetector(load_detector_model())
+    synthetic = synthetic_embeddings(embedder, detector, args.synthetic, args.seed, args.generator)
+    real, owners = (
+        real_embeddings(embedder, detector, args.real, args.people)
+        if args.real
+        else (np.zeros((0, manifest.embedding_size), np.float32), np.zeros(0, np.int64))
+    )
+    where = f"{len(synthetic)} synthetic people (DCGAN seed {args.seed})"
+    if len(real):
+        where += f" + {len(real)} photos of {len(set(owners.tolist()))} real people ({args.real.name})"
+    record = impostor_record(synthetic, real, owners, where)
+    updated: ModelManifest = dataclasses.replace(manifest, impostors=record)
+    out = args.out or (Path(args.manifest) if not args.manifest.startswith("builtin:") else None)
+    if out is None:
+        print(json.dumps(updated.to_dict()["impostors"], indent=2))
+    else:
+        updated.save(Path(out))
+        print(f"wrote {out}")
+    print(f"pair tail: {record.pair_tail}; top-1 against {record.gallery_size}: {record.top1}")
+    return 0
