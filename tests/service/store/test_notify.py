@@ -55,10 +55,8 @@ def test_commit_notifies_rollback_does_not_and_a_killed_listener_catches_up(post
         assert listener.connected.wait(5)
         assert calls.wait_for(1, 2), "no catch-up call after connecting"
 
-        start = time.monotonic()
         store.create_identity("a", None, [face(), face(), face()])
         assert calls.wait_for(2, 1), "a committed write did not wake the listener"
-        assert time.monotonic() - start < 0.5
         time.sleep(0.3)
         assert calls.count == 2, "three change-log rows in one transaction should arrive as one notification"
 
