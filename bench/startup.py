@@ -167,7 +167,8 @@ def measure(url: str, faces: int, server: bool) -> dict[str, Any]:
     start = time.monotonic()
     recognizer = build_recognizer(settings)
     build = time.monotonic() - start
-    assert recognizer.gallery.size == faces, (recognizer.gallery.size, faces)
+    if recognizer.gallery.size != faces:
+        raise RuntimeError(f"the gallery holds {recognizer.gallery.size} faces, the database {faces}")
     start = time.monotonic()
     recognizer.rebuild()
     rebuild = time.monotonic() - start
