@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from dotenv import dotenv_values
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.vision.onnx import DEFAULT_PROVIDERS
 
+# FACEID_ variables that belong to the project's other tools, not to the service
+# (and FACEID_TEST_*, the test suite's).
+OTHER_FACEID_VARIABLES = frozenset({"FACEID_SHARED", "FACEID_SYNTH_GENERATOR"})
+
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="FACEID_", env_file=".env", extra="forbid", frozen=True)
+    # `.env` may hold other tools' variables (Compose's POSTGRES_PASSWORD): those are ignored;
+    # a FACEID_ name that is not a setting is a typo, and an error (see _no_unknown_variables).
+    model_config = SettingsConfigDict(env_prefix="FACEID_", env_file=".env", extra="ignore", frozen=True)
 
     # Storage
     database_url: str = Field(
@@ -77,6 +85,23 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_variables(cls, data: Any) -> Any:
+        names = set(os.environ)
+        dotenv = Path(".env")
+        if dotenv.is_file():
+            names |= {k for k in dotenv_values(dotenv) if k}
+        known = {f"FACEID_{name}".upper() for name in cls.model_fields} | OTHER_FACEID_VARIABLES
+        unknown = sorted(
+            n
+            for n in names
+            if n.upper().startswith("FACEID_") and n.upper() not in known and not n.upper().startswith("FACEID_TEST_")
+        )
+        if unknown:
+            raise ValueError(f"unknown settings {unknown}; known: {sorted(known)}")
+        return data
 
     @field_validator("providers", mode="before")
     @classmethod

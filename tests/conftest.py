@@ -2,7 +2,7 @@
 
 PostgreSQL tests use the server named by FACEID_TEST_POSTGRES_URL (default
 postgresql+psycopg://postgres@127.0.0.1:5432/test). Where none answers they skip
-with the reason, unless FACEID_REQUIRE_POSTGRES=1 (CI sets it) makes that a failure.
+with the reason, unless FACEID_TEST_REQUIRE_POSTGRES=1 (CI sets it) makes that a failure.
 Each test gets a fresh database of its own.
 """
 
@@ -21,7 +21,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ORL = FIXTURES / "orl"
 PHOTOS = FIXTURES / "photos"
 POSTGRES_URL = os.environ.get("FACEID_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REQUIRE_POSTGRES = os.environ.get("FACEID_REQUIRE_POSTGRES") == "1"
+REQUIRE_POSTGRES = os.environ.get("FACEID_TEST_REQUIRE_POSTGRES") == "1"
 
 
 def orl(person: int, photo: int) -> bytes:
