@@ -85,17 +85,6 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
     return 0 if enrolled or not people else 1
 
 
-def _exists(recognizer: object, external_id: str) -> bool:
-    from sqlalchemy import select
-
-    from service.recognizer import Recognizer
-    from service.store.tables import IdentityRow
-
-    assert isinstance(recognizer, Recognizer)
-    with recognizer.store.engine.connect() as conn:
-        return conn.execute(select(IdentityRow.id).where(IdentityRow.external_id == external_id)).first() is not None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faceid", description=__doc__)
     sub = parser.add_subparsers(dest="command")

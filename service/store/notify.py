@@ -2,9 +2,10 @@
 
 A notification is only a hint to sync now; what to apply is always read from the
 `face_events` log, so a lost or duplicated notification costs nothing, and polling
-the log stays the safety net. Writers NOTIFY inside the transaction that appends to
-the log: PostgreSQL delivers it at commit, never for a write that rolled back, and
-folds the identical notifications of one transaction into one.
+the log stays the safety net. Writers (`Store._writer`) NOTIFY inside the transaction that appends
+to the log: PostgreSQL delivers it at commit, never for a write that rolled back,
+and folds the identical notifications of one transaction into one. So every
+writer notifies, `faceid enroll-folder` included.
 """
 
 from __future__ import annotations
@@ -12,29 +13,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
-from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import make_url
 
+from service.store.repository import CHANGES_CHANNEL as CHANNEL
 from service.store.repository import Store
-from service.store.tables import FaceEventRow
 
 log = logging.getLogger(__name__)
-
-CHANNEL = "faceid_changes"
-
-
-def notify_on_change() -> None:
-    """Make every change-log insert on PostgreSQL also NOTIFY `CHANNEL`. Idempotent."""
-    if not event.contains(FaceEventRow, "after_insert", _notify):
-        event.listen(FaceEventRow, "after_insert", _notify)
-
-
-def _notify(_mapper: Any, connection: Connection, _target: FaceEventRow) -> None:
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
 
 
 class ChangeListener:
@@ -57,7 +43,6 @@ class ChangeListener:
         """Started and listening for `store`'s database; None where it is not PostgreSQL."""
         if store.engine.dialect.name != "postgresql":
             return None
-        notify_on_change()
         return cls(store.engine.url.render_as_string(hide_password=False), on_change).start()
 
     def start(self) -> ChangeListener:

@@ -96,6 +96,9 @@ def _face_record(row: FaceRow) -> FaceRecord:
 # numbers become visible in order: a reader that has seen entry n never later
 # finds an entry below n appearing.
 _WRITE_LOCK_KEY = 0x46414346
+# Writers NOTIFY this channel in the transaction that appends to the change log, so
+# followers (service.store.notify) sync at commit instead of at their next poll.
+CHANGES_CHANNEL = "faceid_changes"
 
 
 class Store:
@@ -108,6 +111,8 @@ class Store:
         session = self._sessions()
         if self._postgres:
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WRITE_LOCK_KEY})
+            # Delivered at commit, never for a rollback; one per transaction.
+            session.execute(text("SELECT pg_notify(:c, '')"), {"c": CHANGES_CHANNEL})
         return session
 
     @classmethod
@@ -190,6 +195,11 @@ class Store:
     def get_identity(self, identity_id: int) -> IdentityRecord:
         with self._sessions() as session:
             return self._record(session, self._identity(session, identity_id))
+
+    def find_by_external_id(self, external_id: str) -> IdentityRecord | None:
+        with self._sessions() as session:
+            row = session.scalar(select(IdentityRow).where(IdentityRow.external_id == external_id))
+            return self._record(session, row) if row is not None else None
 
     def get_identities(self, ids: list[int]) -> dict[int, IdentityRecord]:
         if not ids:
