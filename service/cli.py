@@ -60,11 +60,7 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
             bar.update(1)
             if not files:
                 continue
-            if (
-                skip_existing
-                and recognizer.store.list_identities(limit=1, offset=0, name=None)[1]
-                and _exists(recognizer, person.name)
-            ):
+            if skip_existing and recognizer.store.find_by_external_id(person.name) is not None:
                 continue
             try:
                 for start in range(0, len(files), settings.max_images_per_request):
