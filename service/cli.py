@@ -53,7 +53,7 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
         print(f"no sub-folders (one per person) in {root}", file=sys.stderr)
         return 2
     recognizer = build_recognizer(settings)
-    enrolled = photos = failed = 0
+    enrolled = photos = failed = skipped = 0
     with tqdm(total=len(people), unit="person", desc="enroll") as bar:
         for person in people:
             files = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
@@ -61,6 +61,7 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
             if not files:
                 continue
             if skip_existing and recognizer.store.find_by_external_id(person.name) is not None:
+                skipped += 1
                 continue
             try:
                 for start in range(0, len(files), settings.max_images_per_request):
@@ -76,9 +77,9 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
                 failed += 1
                 tqdm.write(f"{person.name}: {exc.code}: {exc.message}")
             bar.set_postfix(people=enrolled, photos=photos, failed=failed)
-    print(f"enrolled {enrolled} people from {photos} photos; {failed} failed")
+    print(f"enrolled {enrolled} people from {photos} photos; {skipped} already enrolled; {failed} failed")
     recognizer.store.close()
-    return 0 if enrolled or not people else 1
+    return 1 if failed and not enrolled else 0
 
 
 def main(argv: list[str] | None = None) -> int:
