@@ -13,7 +13,7 @@ ORL s11..s20 (never enrolled, never used for calibration). Mated probes: photos
   at each target FPIR, computed for the gallery's size in faces, as the service does.
 
 With 100 real strangers FPIR moves in steps of 1%, so the same is also reported for
-2,000 synthetic strangers (seed 7, never enrolled): a harder crowd, since synthetic
+1,000 synthetic strangers (seed 7, never enrolled): a harder crowd, since synthetic
 faces resemble each other more than real people do.
 Writes bench/out/threshold.json and bench/out/threshold_fpir.png.
 """
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--distractors", default="100,1000,10000")
     parser.add_argument("--targets", default="0.01,0.05")
-    parser.add_argument("--synthetic-strangers", type=int, default=2000)
+    parser.add_argument("--synthetic-strangers", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--publish", action="store_true")
     args = parser.parse_args(argv)

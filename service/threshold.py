@@ -89,7 +89,11 @@ class PairTail:
 
 
 class GalleryAwareThreshold:
-    """A threshold that keeps the expected FPIR at `target` whatever the gallery size."""
+    """A threshold that keeps the expected FPIR at or below `target` whatever the gallery size.
+
+    It never goes below the model's calibrated 1:1 threshold: a small gallery is held
+    to the verification operating point, and the bar rises as the gallery grows.
+    """
 
     def __init__(self, tail: ImpostorTail, target_fpir: float, pair_threshold: float) -> None:
         if not 0 < target_fpir < 1:
@@ -101,7 +105,7 @@ class GalleryAwareThreshold:
     def threshold(self, gallery_size: int) -> tuple[float, float | None, str]:
         n = max(1, gallery_size)
         per_comparison = -math.expm1(math.log1p(-self.target) / n)  # 1 - (1 - target)^(1/n), stably
-        value = min(1.0, self.tail.score_at(per_comparison))
+        value = min(1.0, max(self._pair, self.tail.score_at(per_comparison)))
         return value, self.expected_fpir(value, n), "gallery"
 
     def expected_fpir(self, threshold: float, gallery_size: int) -> float:

@@ -19,7 +19,7 @@ def test_tail_quantiles_and_exceedance_invert_each_other(impostors: np.ndarray) 
 
 
 def test_threshold_grows_with_the_gallery_and_keeps_fpir_at_the_target(impostors: np.ndarray) -> None:
-    policy = GalleryAwareThreshold(fit_impostor_tail(impostors), target_fpir=0.01, pair_threshold=0.4)
+    policy = GalleryAwareThreshold(fit_impostor_tail(impostors), target_fpir=0.01, pair_threshold=0.0)
     values = [policy.threshold(n)[0] for n in (1, 100, 10_000, 1_000_000)]
     assert values == sorted(values) and values[0] < values[-1]
     for n in (1, 100, 10_000):
@@ -29,7 +29,7 @@ def test_threshold_grows_with_the_gallery_and_keeps_fpir_at_the_target(impostors
 
 
 def test_measured_fpir_of_simulated_strangers_stays_near_the_target(impostors: np.ndarray) -> None:
-    policy = GalleryAwareThreshold(fit_impostor_tail(impostors), target_fpir=0.05, pair_threshold=0.4)
+    policy = GalleryAwareThreshold(fit_impostor_tail(impostors), target_fpir=0.05, pair_threshold=0.0)
     rng = np.random.default_rng(1)
     fixed = policy.threshold(100)[0]  # a fixed threshold tuned on a small gallery
     fixed_rates, aware_rates = [], []
@@ -47,3 +47,10 @@ def test_fit_needs_enough_scores_and_fixed_policy_is_fixed() -> None:
     fixed = FixedThreshold(0.42, "fixed")
     assert fixed.threshold(10) == fixed.threshold(10**6) == (0.42, None, "fixed")
     assert fixed.pair_threshold() == 0.42
+
+
+def test_the_threshold_never_drops_below_the_one_to_one_threshold(impostors: np.ndarray) -> None:
+    policy = GalleryAwareThreshold(fit_impostor_tail(impostors), target_fpir=0.01, pair_threshold=0.45)
+    small, expected, _ = policy.threshold(10)
+    assert small == 0.45 and expected is not None and expected < 0.01  # stricter than the target asks
+    assert policy.threshold(10**7)[0] > 0.45
