@@ -21,15 +21,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from service.errors import AmbiguousFaces, FaceIdError, InvalidInput, NoFace
+from service.errors import FaceIdError, InvalidInput, NoFace
 from service.gallery import Gallery
 from service.store import FaceRecord, IdentityRecord, NewFace, Store
 from service.threshold import ThresholdPolicy
 from service.timing import Timings
-from service.vision.align import align_face
 from service.vision.decode import DecodedImage
 from service.vision.detect import Detector, Face
 from service.vision.embed import Embedder
+from service.vision.pipeline import FacePipeline, enrollment_face
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +136,8 @@ class Recognizer:
         self.gallery = gallery
         self.store = store
         self.threshold = threshold
-        self.max_image_pixels = max_image_pixels
         self.ambiguous_ratio = ambiguous_ratio
-        self.detect_side = detect_side
+        self.pipeline = FacePipeline(detector, max_image_pixels=max_image_pixels, detect_side=detect_side)
         self.model_id = embedder.manifest.model_id
         self._sync_lock = threading.Lock()
         self._seq = 0
@@ -146,37 +145,10 @@ class Recognizer:
     # --- vision -----------------------------------------------------------------
 
     def _faces(self, data: bytes, timings: Timings) -> tuple[DecodedImage, list[Face]]:
-        """Decode at reduced scale, detect there; faces come back in full-resolution pixels."""
-        with timings.stage("decode"):
-            image = DecodedImage(data, self.max_image_pixels, reduced_side=self.detect_side)
-        with timings.stage("detect"):
-            faces = self.detector.detect(image.reduced)
-        if image.scale != 1.0:
-            faces = [Face(f.box * image.scale, f.landmarks * image.scale, f.score) for f in faces]
-        return image, faces
+        return self.pipeline.find(data, timings)
 
     def _embed(self, image_faces: Sequence[tuple[DecodedImage, Face]], timings: Timings) -> NDArray[np.float32]:
-        size = self.embedder.manifest.preprocess.size
-        # A face whose box in the reduced image is at least the crop's size is aligned from
-        # the reduced pixels: the crop then only ever downsamples them, and DCT scaling is a
-        # filtered downscale (warping straight from far larger pixels would alias). Smaller
-        # faces are aligned from the full-resolution image, decoded once for all of them.
-        sources = []
-        for image, face in image_faces:
-            side = min(face.box[2] - face.box[0], face.box[3] - face.box[1]) / image.scale
-            sources.append(image.scale == 1.0 or side >= max(size))
-        if not all(sources):
-            with timings.stage("decode"):
-                for (image, _), reduced in zip(image_faces, sources, strict=True):
-                    if not reduced:
-                        image.full()
-        with timings.stage("align"):
-            crops = [
-                align_face(image.reduced, face.landmarks / image.scale, size)
-                if reduced
-                else align_face(image.full(), face.landmarks, size)
-                for (image, face), reduced in zip(image_faces, sources, strict=True)
-            ]
+        crops = self.pipeline.crops(image_faces, self.embedder.manifest.preprocess.size, timings)
         with timings.stage("embed"):
             return self.embedder.embed(crops)
 
@@ -201,13 +173,7 @@ class Recognizer:
         for index, data in enumerate(images):
             try:
                 image, faces = self._faces(data, timings)
-                if not faces:
-                    raise NoFace("no face was found in the image")
-                largest = faces[0]
-                if len(faces) > 1 and faces[1].area >= self.ambiguous_ratio * largest.area:
-                    raise AmbiguousFaces(
-                        f"the image holds {len(faces)} faces of similar size; enroll from a photo of one person"
-                    )
+                largest = enrollment_face(faces, self.ambiguous_ratio)
                 chosen.append((index, largest, image, hashlib.sha256(data).hexdigest()))
             except FaceIdError as exc:
                 errors.append(exc)

@@ -21,10 +21,9 @@ import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from service.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
-from service.vision.align import align_face
-from service.vision.decode import decode_image
+from service.errors import AmbiguousFaces, ImageTooLarge, InvalidImage, NoFace, UnsupportedImageType
 from service.vision.detect import Detector, Face
+from service.vision.pipeline import FacePipeline, enrollment_face
 
 RejectReason = Literal["unreadable", "unsupported", "too_large", "no_face", "ambiguous"]
 PHOTO_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm", ".pnm"})
@@ -64,33 +63,31 @@ class Rejected(Exception):
 
 
 def choose_face(faces: list[Face], *, ambiguity_ratio: float) -> Face:
-    """The labelled person's face: the largest, unless another is nearly as large.
-
-    With several faces the label is only trusted when the largest clearly dominates:
-    a second face of `ambiguity_ratio` or more of its area makes the photo
-    ambiguous. `ambiguity_ratio=0` rejects every photo with more than one face.
-    """
-    if not faces:
-        raise Rejected("no_face", "no face detected")
-    ordered = sorted(faces, key=lambda f: f.area, reverse=True)
-    if len(ordered) > 1 and ordered[1].area >= ambiguity_ratio * ordered[0].area:
-        ratio = ordered[1].area / max(ordered[0].area, 1e-9)
-        raise Rejected("ambiguous", f"{len(ordered)} faces; the second is {ratio:.0%} of the largest")
-    return ordered[0]
+    """The labelled person's face, by the service's own enrollment rule (`enrollment_face`)."""
+    try:
+        return enrollment_face(faces, ambiguity_ratio)
+    except NoFace as exc:
+        raise Rejected("no_face", exc.message) from exc
+    except AmbiguousFaces as exc:
+        raise Rejected("ambiguous", exc.message) from exc
 
 
 def align_photo(data: bytes, detector: Detector, *, ambiguity_ratio: float = 0.5) -> NDArray[np.uint8]:
-    """Encoded photo -> (112, 112, 3) RGB aligned crop, or `Rejected` with the reason."""
+    """Encoded photo -> (112, 112, 3) RGB aligned crop, or `Rejected` with the reason.
+
+    Decode, detect and align are `service.vision.pipeline.FacePipeline`'s, as on every request.
+    """
+    pipeline = FacePipeline(detector)
     try:
-        rgb = decode_image(data)
+        image, faces = pipeline.find(data)
     except UnsupportedImageType as exc:
         raise Rejected("unsupported", exc.message) from exc
     except ImageTooLarge as exc:
         raise Rejected("too_large", exc.message) from exc
     except InvalidImage as exc:
         raise Rejected("unreadable", exc.message) from exc
-    face = choose_face(detector.detect(rgb), ambiguity_ratio=ambiguity_ratio)
-    return align_face(rgb, face.landmarks)
+    face = choose_face(faces, ambiguity_ratio=ambiguity_ratio)
+    return pipeline.crops([(image, face)], (112, 112))[0]
 
 
 def write_crop(path: Path, crop: NDArray[np.uint8]) -> None:
