@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("training.train", "train a backbone with a margin head (a TOML config per experiment)"),
     "eval": ("training.evaluate", "verification and open-set identification reports with ROC/DET plots"),
     "export": ("training.export", "export a checkpoint to ONNX with a parity check and a manifest"),
+    "calibrate": ("training.calibrate", "record a model's impostor distribution in its manifest (open-set thresholds)"),
 }
 
 

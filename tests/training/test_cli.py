@@ -45,3 +45,10 @@ def test_unknown_override_key_fails_before_training(capsys: pytest.CaptureFixtur
         cli.main(["train", "--config", str(CPU_SMALL), "--set", "optim.lrate=1"])
     assert exit_info.value.code == 2
     assert "unknown key 'optim.lrate'" in capsys.readouterr().err
+
+
+def test_calibrate_is_a_subcommand_with_its_own_arguments() -> None:
+    pytest.importorskip("torch")
+    args = cli.build_parser("calibrate").parse_args(["calibrate", "--manifest", "builtin:sface", "--synthetic", "50"])
+    assert (args.manifest, args.synthetic, args.seed) == ("builtin:sface", 50, 1001)
+    assert args.handler.__module__ == "training.calibrate"
