@@ -9,7 +9,9 @@ Steps, each a hard failure when it does not hold:
 3. the model runs through the service's own `OnnxEmbedder` (the code that will
    serve it);
 4. a default threshold is calibrated at a target FAR on held-out pairs, and the
-   FAR measured there is recorded;
+   FAR measured there is recorded; with 1000 or more impostor pairs their
+   distribution goes into the manifest's `impostors` too (the service's
+   gallery-aware threshold needs it; `faceid-train calibrate` can add it later);
 5. the manifest (preprocessing, size, embedding size, name, version, sha256) is
    written and read back by the service's loader.
 """
@@ -29,7 +31,8 @@ import onnxruntime as ort
 import torch
 from numpy.typing import NDArray
 
-from service.vision.manifest import ModelManifest, Preprocess, Threshold, sha256_file
+from service.threshold import fit_impostor_tail
+from service.vision.manifest import ImpostorTail, ModelManifest, Preprocess, Threshold, sha256_file
 from training.data.transforms import CROP_SIZE, INPUT_MEAN, INPUT_STD, crop_to_tensor
 from training.embedders import embed_all, l2_normalize
 from training.metrics import rate_key, threshold_at_rate
@@ -38,6 +41,7 @@ MIN_OPSET = 17
 PARITY_MIN_COSINE = 0.9999
 INPUT_NAME = "input"
 OUTPUT_NAME = "embedding"
+MIN_IMPOSTOR_SCORES = 1000  # fewer cannot support a tail fit (`service.threshold.fit_impostor_tail`)
 
 
 class ExportError(RuntimeError):
@@ -174,6 +178,34 @@ def calibrate(scores: NDArray[np.floating], issame: NDArray[np.bool_], target_fa
     return Calibration(threshold, target_far, far, tar, int(genuine.size), int(impostors.size), source)
 
 
+def impostor_record(
+    scores: NDArray[np.floating],
+    issame: NDArray[np.bool_],
+    *,
+    embeddings: NDArray[np.float32] | None = None,
+    labels: NDArray[np.int64] | None = None,
+    source: str = "",
+) -> ImpostorTail | None:
+    """The impostor distribution of the calibration pairs, or None below `MIN_IMPOSTOR_SCORES` of them.
+
+    With labelled images, `top1` also records non-mated searches: the first image of
+    each identity is the gallery, and every other image is searched against the
+    gallery entries of the *other* identities (gallery size: identities - 1).
+    """
+    impostors = np.asarray(scores, np.float64)[~np.asarray(issame, bool)]
+    if impostors.size < MIN_IMPOSTOR_SCORES:
+        return None
+    top1, gallery_size = None, 0
+    if embeddings is not None and labels is not None and len(np.unique(labels)) > 1:
+        first = np.array([np.flatnonzero(labels == c)[0] for c in np.unique(labels)])
+        probes = np.setdiff1d(np.arange(len(labels)), first)
+        if len(probes):
+            sims = embeddings[probes] @ embeddings[first].T  # (P, identities)
+            sims[labels[probes][:, None] == labels[first][None, :]] = -np.inf  # leave the own identity out
+            top1, gallery_size = sims.max(axis=1), len(first) - 1
+    return fit_impostor_tail(impostors, top1=top1, gallery_size=gallery_size, measured_on=source)
+
+
 def build_manifest(
     onnx_path: Path,
     *,
@@ -184,6 +216,7 @@ def build_manifest(
     description: str = "",
     licence: str = "",
     extra: dict[str, Any] | None = None,
+    impostors: ImpostorTail | None = None,
 ) -> ModelManifest:
     return ModelManifest(
         name=name,
@@ -205,6 +238,7 @@ def build_manifest(
         licence=licence,
         description=description,
         extra=extra or {},
+        impostors=impostors,
     )
 
 
@@ -295,6 +329,13 @@ def export_model(
             "source": found.source,
             "far_key": rate_key(target_far),
         }
+        impostors = impostor_record(
+            scores,
+            issame,
+            embeddings=emb,
+            labels=calibration.labels,
+            source=f"{calibration.source}: {found.impostor_pairs} impostor pairs",
+        )
         manifest = build_manifest(
             onnx_path,
             name=name,
@@ -304,6 +345,7 @@ def export_model(
             description=description,
             licence=licence,
             extra=info,
+            impostors=impostors,
         )
     manifest.save(manifest_path)
     loaded, _ = load_embedder_model(str(manifest_path))  # parses strictly and verifies the sha256
@@ -373,5 +415,15 @@ def main(args: argparse.Namespace) -> int:
         licence=args.licence,
         extra={"backbone": cfg.backbone.name, "head": cfg.head.name, "checkpoint": args.checkpoint.name},
     )
-    print(json.dumps({"manifest": str(args.out / "manifest.json"), "threshold": manifest.threshold.cosine}))
+    summary: dict[str, Any] = {"manifest": str(args.out / "manifest.json"), "threshold": manifest.threshold.cosine}
+    if manifest.impostors is not None:
+        summary["impostors"] = manifest.impostors.measured_on
+    else:
+        pairs = manifest.extra.get("calibration", {}).get("impostor_pairs", 0)
+        summary["impostors"] = None
+        summary["impostors_note"] = (
+            f"not recorded: {pairs} impostor pairs, {MIN_IMPOSTOR_SCORES} needed; "
+            "calibrate on a larger held-out set, or run `faceid-train calibrate`"
+        )
+    print(json.dumps(summary))
     return 0

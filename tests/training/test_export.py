@@ -33,7 +33,9 @@ def orl_aligned(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_export_from_a_checkpoint_writes_a_manifest_the_service_loads(tmp_path: Path, orl_aligned: Path) -> None:
+def test_export_from_a_checkpoint_writes_a_manifest_the_service_loads(
+    tmp_path: Path, orl_aligned: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from training.backbones import get_model
 
     torch.manual_seed(0)
@@ -74,6 +76,12 @@ def test_export_from_a_checkpoint_writes_a_manifest_the_service_loads(tmp_path: 
     calibration = manifest.extra["calibration"]
     assert calibration["genuine_pairs"] + calibration["impostor_pairs"] == 60 * 59 // 2  # every pair of 60 images
     assert calibration["impostor_pairs"] > 1000  # enough to resolve FAR 1e-3
+    # ... and to record the impostor distribution for the service's gallery-aware threshold.
+    assert manifest.impostors is not None
+    assert manifest.impostors.measured_on.endswith(f": {calibration['impostor_pairs']} impostor pairs")
+    assert manifest.impostors.gallery_size == 8 - 1  # non-mated searches against the other 7 people
+    assert manifest.impostors.top1 and manifest.impostors.quantiles
+    assert "all pairs of 60 images" in json.loads(capsys.readouterr().out)["impostors"]
 
     # The threshold is the 1e-3 impostor quantile over all those pairs, embedded by the served model.
     served, data = load_embedder_model(str(out))
@@ -129,3 +137,22 @@ def test_calibration_refuses_an_unmeasurable_far() -> None:
     found = export.calibrate(scores, issame, 0.1, "tiny")
     assert found.measured_far <= 0.1
     assert json.dumps(found.to_threshold().__dict__)
+
+
+def test_impostor_record_needs_enough_impostor_pairs() -> None:
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 5)  # 50 images: 100 genuine + 1125 impostor pairs
+    emb = rng.standard_normal((50, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    chosen = export.CalibrationSet([], source="random", labels=labels)
+    scores, issame = chosen.scores(emb)
+    record = export.impostor_record(scores, issame, embeddings=emb, labels=labels, source="random")
+    assert record is not None and record.gallery_size == 9
+    assert record.quantiles["5e-01"] == pytest.approx(np.quantile(scores[~issame], 0.5), abs=1e-5)
+    # The best non-mated score of each of the 40 probes, against the first image of the 9 other people.
+    first = emb[::5]
+    top1 = [max(float(emb[i] @ first[j]) for j in range(10) if j != i // 5) for i in range(50) if i % 5]
+    assert record.top1["5e-01"] == pytest.approx(np.quantile(top1, 0.5), abs=1e-5)
+    few = labels[:30]  # 30 images: fewer than 1000 impostor pairs
+    scores, issame = export.CalibrationSet([], source="random", labels=few).scores(emb[:30])
+    assert export.impostor_record(scores, issame, embeddings=emb[:30], labels=few) is None
