@@ -1,7 +1,7 @@
 """One experiment as frozen dataclasses, read from a TOML file with strict keys.
 
 A config file has one table per section (`[backbone]`, `[head]`, `[data]`,
-`[optim]`, `[schedule]`, `[run]`) and may start with `extends = "base.toml"`
+`[optim]`, `[schedule]`, `[run]`, `[distill]`) and may start with `extends = "base.toml"`
 (relative to itself); its keys then override the base's, key by key. Every key
 must name a field: a typo is an error that names the key and suggests the
 closest field, never a silently ignored setting. Command-line overrides
@@ -100,7 +100,19 @@ class RunConfig:
     keep_checkpoints: int = 2
     verify_every: int = 0  # steps; 0 = at the end of each epoch
     max_steps: int = 0  # stop early after this many steps (the schedule is unchanged); 0 = no limit
+    # After the schedule's last step, recompute the batch-norm statistics over this many
+    # training batches with the final weights (PreciseBN); 0 = keep the running averages.
+    # Short runs need it: the running averages trail weights that are still moving fast.
+    precise_bn_batches: int = 0
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Embedding distillation towards a teacher ONNX model (see training/distill.py); off at weight 0."""
+
+    teacher: str = "builtin:sface"  # builtin:<name> or a manifest path the service can load
+    weight: float = 0.0  # times the mean (1 - cosine) added to the head's loss
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain TOML-compatible values (paths as strings, tuples as lists, None left out)."""

@@ -20,7 +20,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -39,6 +39,7 @@ from training import checkpoint
 from training.backbones import get_model
 from training.config import ExperimentConfig, OptimConfig, ScheduleConfig, load_config, to_toml
 from training.data import FaceDataset, build_dataset
+from training.distill import Distiller, WithIndex, build_distiller
 from training.heads import HeadOutput, MarginHead
 
 METRICS_FILE = "metrics.jsonl"
@@ -78,13 +79,18 @@ def setup_distributed(device: str) -> Distributed:
 class Recognizer(nn.Module):
     """Backbone and margin head as one module, so that DDP synchronises both."""
 
-    def __init__(self, backbone: nn.Module, head: MarginHead) -> None:
+    def __init__(self, backbone: nn.Module, head: MarginHead, distiller: Distiller | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.distiller = distiller  # trains with the backbone; never exported
 
-    def forward(self, images: Tensor, labels: Tensor) -> HeadOutput:
-        return self.head(self.backbone(images), labels)  # images (B, 3, 112, 112)
+    def forward(self, images: Tensor, labels: Tensor, index: Tensor | None = None) -> HeadOutput:
+        embeddings = self.backbone(images)  # images (B, 3, 112, 112) -> (B, D)
+        out: HeadOutput = self.head(embeddings, labels)
+        if self.distiller is not None and index is not None:
+            out = out._replace(loss=out.loss + self.distiller(embeddings, index))
+        return out
 
 
 class ResumableSampler(DistributedSampler[int]):
@@ -161,7 +167,14 @@ class Trainer:
 
         backbone = get_model(cfg.backbone)
         head = MarginHead(cfg.head, cfg.backbone.embedding_size, dataset.num_classes)
-        self.model = Recognizer(backbone, head).to(world.device)
+        distiller = None
+        if cfg.distill.weight > 0:
+            progress = world.is_main and cfg.run.progress
+            distiller = build_distiller(
+                dataset, cfg.backbone.embedding_size, cfg.distill.teacher, cfg.distill.weight, progress
+            )
+            dataset = cast(FaceDataset, WithIndex(cast(Dataset[tuple[Tensor, int]], dataset)))  # batches carry indices
+        self.model = Recognizer(backbone, head, distiller).to(world.device)
         self.ddp: nn.Module = self.model
         if world.enabled:
             device_ids = [world.device.index] if world.device.type == "cuda" else None
@@ -208,6 +221,7 @@ class Trainer:
             "config": self.cfg.to_dict(),
             "model": self.model.backbone.state_dict(),  # the backbone: what eval and export load
             "head": self.model.head.state_dict(),
+            "distill": self.model.distiller.state_dict() if self.model.distiller is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -233,6 +247,8 @@ class Trainer:
             )
         self.model.backbone.load_state_dict(state["model"])
         self.model.head.load_state_dict(state["head"])
+        if self.model.distiller is not None and state.get("distill") is not None:
+            self.model.distiller.load_state_dict(state["distill"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -261,14 +277,17 @@ class Trainer:
             self.sampler.set_position(epoch, done * self.batch_size)
             self.loader_generator.manual_seed((cfg.seed * 100_003 + epoch) * 1_009 + self.world.rank)
             bar.set_description(f"epoch {epoch + 1}/{self.cfg.schedule.epochs}")
-            for images, labels in self.loader:
-                self._train_step(images, labels)
+            for batch in self.loader:
+                self._train_step(*batch)  # (images, labels) or, when distilling, (images, labels, index)
                 self.step += 1
                 bar.update()
                 at_epoch_end = self.step % self.steps_per_epoch == 0
                 if self.step % cfg.log_every == 0 or at_epoch_end or self.step == last_step:
                     tick = self._log(bar, tick)
                 paused = False
+                if self.step == self.total_steps and cfg.precise_bn_batches > 0:
+                    self._precise_bn()  # before the last verification and checkpoint
+                    paused = True
                 if (cfg.verify_every and self.step % cfg.verify_every == 0) or (not cfg.verify_every and at_epoch_end):
                     self._verify()
                     paused = True
@@ -283,11 +302,13 @@ class Trainer:
             self.save_checkpoint()  # stopped early by max_steps between checkpoints
         bar.close()
 
-    def _train_step(self, images: Tensor, labels: Tensor) -> None:
+    def _train_step(self, images: Tensor, labels: Tensor, index: Tensor | None = None) -> None:
         images = images.to(self.world.device, non_blocking=True)  # (B, 3, 112, 112)
         labels = labels.to(self.world.device, non_blocking=True)  # (B,)
+        if index is not None:
+            index = index.to(self.world.device, non_blocking=True)  # (B,) sample indices, for the teacher
         with torch.autocast(self.world.device.type, dtype=torch.float16, enabled=self.use_amp):
-            out: HeadOutput = self.ddp(images, labels)
+            out: HeadOutput = self.ddp(images, labels, index)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.loss).backward()
         if self.cfg.optim.clip_grad_norm > 0:
@@ -301,6 +322,38 @@ class Trainer:
         self.window["correct"] += (out.cosine.argmax(dim=1) == labels).sum().item()
         self.window["seen"] += labels.numel()
         self.window["steps"] += 1
+
+    def _precise_bn(self) -> None:
+        """Batch-norm statistics of the final weights, averaged over `run.precise_bn_batches` training batches.
+
+        Each rank measures its own shard; the ranks' averages are then averaged.
+        """
+        sampler: DistributedSampler[int] = DistributedSampler(
+            cast(Dataset[Any], self.loader.dataset),
+            num_replicas=self.world.world_size,
+            rank=self.world.rank,
+            shuffle=True,
+            seed=self.cfg.run.seed + 1,
+        )
+        loader = DataLoader(
+            self.loader.dataset,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            num_workers=self.cfg.data.num_workers,
+            drop_last=True,  # a batch of one has no variance
+            generator=torch.Generator().manual_seed(self.cfg.run.seed + 1),
+        )
+        batches = (batch[0].to(self.world.device) for batch in islice(loader, self.cfg.run.precise_bn_batches))
+        with torch.autocast(self.world.device.type, dtype=torch.float16, enabled=self.use_amp):
+            seen = recompute_bn_statistics(self.model.backbone, batches)
+        if self.world.enabled:
+            for module in self.model.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    for stat in (module.running_mean, module.running_var):
+                        if stat is not None:
+                            dist.all_reduce(stat)
+                            stat.div_(self.world.world_size)
+        self._write({"step": self.step, "precise_bn_batches": seen * self.world.world_size})
 
     def _log(self, bar: tqdm[Any], since: float) -> float:
         now = time.perf_counter()
@@ -340,6 +393,36 @@ class Trainer:
                 f.write(json.dumps(record) + "\n")
 
 
+@torch.no_grad()
+def recompute_bn_statistics(model: nn.Module, batches: Iterable[Tensor]) -> int:
+    """PreciseBN (Wu & Johnson, 2021): replace every batch norm's running mean and variance
+    by their plain average over `batches` (B, 3, 112, 112), computed with the current weights.
+
+    Only the batch norms run in training mode (dropout stays off, as at inference);
+    the model is left in the mode it was in. Returns the number of batches seen.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [m.momentum for m in norms]
+    was_training = model.training
+    model.eval()
+    for module in norms:
+        module.reset_running_stats()
+        module.momentum = None  # None: a cumulative average over the batches
+        module.train()
+    seen = 0
+    try:
+        for images in batches:
+            model(images)
+            seen += 1
+    finally:
+        for module, momentum in zip(norms, momenta, strict=True):
+            module.momentum = momentum
+        model.train(was_training)
+    if seen == 0:
+        raise ValueError("no batches to recompute the batch-norm statistics on")
+    return seen
+
+
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records past `step`: the interrupted run logged them, the resumed run will again."""
     if path.exists():
@@ -365,7 +448,7 @@ def train(
     world = setup_distributed(cfg.run.device)
     try:
         if dataset is None:
-            dataset = cast(FaceDataset, build_dataset(cfg.data, train=True))
+            dataset = _build_dataset(cfg, world)
         if callbacks is None:
             callbacks = default_callbacks(cfg, world)
         trainer = Trainer(cfg, dataset, world, callbacks)
@@ -388,6 +471,20 @@ def train(
             dist.destroy_process_group()
 
 
+def _build_dataset(cfg: ExperimentConfig, world: Distributed) -> FaceDataset:
+    """The training set, built by rank 0 before the others.
+
+    `synthetic` data are generated on first use; one rank writes them while the
+    others wait, then find them complete and only read them.
+    """
+    if world.enabled and not world.is_main:
+        dist.barrier()  # until rank 0 has built (and, for `synthetic`, written) the set
+    dataset = cast(FaceDataset, build_dataset(cfg.data, train=True))
+    if world.enabled and world.is_main:
+        dist.barrier()
+    return dataset
+
+
 def _resume_path(run_dir: Path, resume: str | Path | None) -> Path | None:
     if resume is None or resume == "":
         return None
@@ -406,21 +503,33 @@ def default_callbacks(cfg: ExperimentConfig, world: Distributed) -> list[Callbac
         return []
     path = Path(cfg.data.val_pairs)
     if path.is_dir():
-        from training.data.folder import folder_pairs, scan_folder
+        from training.data.folder import max_balanced_pairs, read_crop, sample_pairs, scan_folder
 
-        images = len(scan_folder(path)[1])
-        pairs = folder_pairs(path, min(cfg.data.val_num_pairs, images * (images - 1) // 4), seed=cfg.run.seed)
-    else:
-        from training.data.verification_bin import load_bin
+        _, samples = scan_folder(path)
+        labels = np.array([label for _, label in samples], dtype=np.int64)
+        # Half of what the labels allow at most (as `eval` does): genuine pairs run out first on small sets.
+        num_pairs = min(cfg.data.val_num_pairs, max_balanced_pairs(labels) // 2)
+        index, issame = sample_pairs(labels, num_pairs, seed=cfg.run.seed)
+        # Each image is read and embedded once, however many pairs it is in.
+        used, index = np.unique(index, return_inverse=True)
+        crops = [read_crop(samples[int(i)][0]) for i in used]
+        return [
+            VerificationCallback(
+                crops, issame, pairs=index.reshape(-1, 2), batch_size=cfg.data.batch_size, device=world.device
+            )
+        ]
+    from training.data.verification_bin import load_bin
 
-        pairs = load_bin(path, limit_pairs=cfg.data.val_num_pairs)
-    return [VerificationCallback(pairs.images, pairs.issame, batch_size=cfg.data.batch_size, device=world.device)]
+    found = load_bin(path, limit_pairs=cfg.data.val_num_pairs)
+    return [VerificationCallback(found.images, found.issame, batch_size=cfg.data.batch_size, device=world.device)]
 
 
 class VerificationCallback:
-    """Verification metrics on pairs of aligned RGB crops: pair i is crops 2i and 2i+1.
+    """Verification metrics on pairs of aligned RGB crops.
 
-    An embedding is normalise(e(x) + e(mirror x)), insightface's protocol.
+    Pair i is crops `pairs[i, 0]` and `pairs[i, 1]`, or crops 2i and 2i+1 without
+    `pairs` (a `.bin`). An embedding is normalise(e(x) + e(mirror x)), insightface's
+    protocol.
     """
 
     def __init__(
@@ -430,9 +539,11 @@ class VerificationCallback:
         batch_size: int,
         device: torch.device,
         prefix: str = "val",
+        pairs: NDArray[np.int64] | None = None,
     ) -> None:
         self.crops = crops
         self.issame = issame
+        self.pairs = np.arange(2 * len(issame)).reshape(-1, 2) if pairs is None else pairs  # (P, 2)
         self.batch_size = batch_size
         self.device = device
         self.prefix = prefix
@@ -442,7 +553,7 @@ class VerificationCallback:
         from training.metrics import verification_metrics
 
         emb = embed_all(TorchEmbedder(backbone, device=self.device), self.crops, flip=True, batch_size=self.batch_size)
-        scores = np.sum(emb[0::2] * emb[1::2], axis=1)  # (N,) cosine of each pair
+        scores = np.sum(emb[self.pairs[:, 0]] * emb[self.pairs[:, 1]], axis=1)  # (P,) cosine of each pair
         metrics = verification_metrics(scores, self.issame)
         return {f"{self.prefix}/{k}": v for k, v in _flatten(metrics).items()}
 

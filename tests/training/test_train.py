@@ -11,7 +11,13 @@ torch = pytest.importorskip("torch")
 from training import checkpoint  # noqa: E402
 from training.backbones import BACKBONES  # noqa: E402
 from training.config import BackboneConfig, ExperimentConfig, replace  # noqa: E402
-from training.train import lr_factor, read_metrics, train  # noqa: E402
+from training.train import (  # noqa: E402
+    VerificationCallback,
+    lr_factor,
+    read_metrics,
+    recompute_bn_statistics,
+    train,
+)
 
 NUM_CLASSES = 4
 
@@ -177,3 +183,56 @@ def test_optimizer_scales_lr_with_the_global_batch(name: str, kind: str) -> None
     assert optimizer.param_groups[0]["weight_decay"] == 5e-4
     unscaled = replace(cfg, optim={"lr_batch": 0})
     assert build_optimizer(params, unscaled.optim, global_batch=256).param_groups[0]["lr"] == 0.1
+
+
+def test_verification_pairs_fit_a_small_held_out_folder(tmp_path: Path) -> None:
+    # 10 people x 2 photos: 10 genuine pairs exist. The old cap (images * (images - 1) // 4 = 95
+    # pairs, half genuine) asked for far more than that and failed; half the balanced maximum fits.
+    from training.train import Distributed, default_callbacks
+
+    write_faces(tmp_path / "val", identities=10, per_identity=2, seed=1)
+    cfg = replace(tiny_config(tmp_path, "small-val"), data={"val_pairs": tmp_path / "val", "val_num_pairs": 3000})
+    (callback,) = default_callbacks(cfg, Distributed(0, 1, torch.device("cpu")))
+    assert isinstance(callback, VerificationCallback)
+    assert len(callback.issame) == 10 and int(callback.issame.sum()) == 5  # balanced
+    assert len(callback.crops) <= 20  # each image read once, however many pairs it is in
+    metrics = callback(TinyNet(BackboneConfig(embedding_size=8)).eval())
+    assert metrics["val/pairs"] == 10
+
+
+def test_precise_bn_replaces_running_averages_by_the_batch_average() -> None:
+    torch.manual_seed(0)
+    net = TinyNet(BackboneConfig(embedding_size=8, dropout=0.5)).train()
+    batches = [torch.randn(6, 3, 112, 112) * (1 + i) for i in range(3)]
+    bn = net.body[1]
+    bn.running_mean.fill_(5.0)  # stale, as after a short run
+    assert recompute_bn_statistics(net, iter(batches)) == 3
+    assert net.training and bn.momentum == 0.1  # mode and momentum restored
+    first_conv = net.body[0]
+    with torch.no_grad():
+        means = [first_conv(b).mean(dim=(0, 2, 3)) for b in batches]
+        variances = [first_conv(b).var(dim=(0, 2, 3), unbiased=True) for b in batches]
+    assert torch.allclose(bn.running_mean, torch.stack(means).mean(0), atol=1e-5)
+    assert torch.allclose(bn.running_var, torch.stack(variances).mean(0), rtol=1e-4)
+    # Dropout stays off while measuring: the last batch norm sees what inference will feed it.
+    refreshed = TinyNet(BackboneConfig(embedding_size=8, dropout=0.5))
+    refreshed.load_state_dict(net.state_dict())
+    recompute_bn_statistics(refreshed, iter([batches[0]]))
+    probe = TinyNet(BackboneConfig(embedding_size=8, dropout=0.5))
+    probe.load_state_dict(net.state_dict())
+    probe.eval()
+    probe.body[1].train()  # batch statistics in the first batch norm, as while measuring
+    with torch.no_grad():
+        features = probe.body[:7](batches[0])  # (6, 8): what enters the last batch norm, without dropout
+    assert torch.allclose(refreshed.body[7].running_mean, features.mean(0), atol=1e-5)
+
+
+def test_precise_bn_runs_after_the_last_step_only(tmp_path: Path) -> None:
+    data = TinyFaces()  # 4 steps per epoch
+    run_dir = train(tiny_config(tmp_path, "pbn", precise_bn_batches=3), dataset=data, callbacks=[])
+    assert [r for r in read_metrics(run_dir) if "precise_bn_batches" in r] == [{"step": 8, "precise_bn_batches": 3}]
+    final = checkpoint.load(checkpoint.list_checkpoints(run_dir)[-1])["model"]
+    assert int(final["body.1.num_batches_tracked"]) == 3  # the statistics of the final weights, not a running mean
+    # Before the end (a run stopped by max_steps), the running averages are kept as they are.
+    early = train(tiny_config(tmp_path, "pbn-early", precise_bn_batches=3, max_steps=5), dataset=data, callbacks=[])
+    assert not [r for r in read_metrics(early) if "precise_bn_batches" in r]
