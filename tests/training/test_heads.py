@@ -222,3 +222,19 @@ def test_unknown_head_name_lists_the_choices() -> None:
         get_margin(HeadConfig(name="arcfase"))
     with pytest.raises(ValueError, match="integer margin"):
         MarginHead(HeadConfig(name="sphereface", margin=0.5), embedding_size=4, num_classes=3)
+
+
+def test_margin_is_applied_in_fp32_under_autocast() -> None:
+    # Under mixed precision the cosines would be bf16/fp16 (about 3 significant digits): a
+    # cosine of 0.999 and the margin on it would round away. The head computes them in fp32.
+    torch.manual_seed(0)
+    head = MarginHead(HeadConfig(name="arcface", scale=64.0, margin=0.5), embedding_size=16, num_classes=7)
+    x = torch.randn(5, 16)
+    labels = torch.tensor([0, 1, 2, 3, 6])
+    reference = head(x, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = head(x.bfloat16(), labels)
+    assert mixed.logits.dtype == mixed.cosine.dtype == torch.float32
+    assert torch.allclose(mixed.cosine, reference.cosine, atol=1e-2)  # the input itself was rounded to bf16
+    x16 = x.bfloat16().float()
+    assert torch.allclose(mixed.logits, head(x16, labels).logits, atol=1e-4)
