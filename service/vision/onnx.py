@@ -43,6 +43,9 @@ def create_session(
     options.log_severity_level = 3
     if intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
+    # Requests run concurrently: idle ONNX Runtime threads must not spin on the cores
+    # that another request's inference (or the detector) needs.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     chosen = select_providers(providers)
     session = ort.InferenceSession(model, sess_options=options, providers=chosen)
     in_use = session.get_providers()[0]
