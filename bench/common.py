@@ -79,20 +79,25 @@ def _git_commit() -> str | None:
 
 
 def time_call(fn: Callable[[], object], *, repeat: int, warmup: int = 2) -> dict[str, float]:
-    """Wall time of `fn` in ms: median, p90, mean and min over `repeat` calls after `warmup`."""
+    """Wall time of `fn` in ms (median, p90, mean, min over `repeat` calls after `warmup`),
+    and this process's CPU time per call (all threads): on a shared machine the wall
+    time grows with other people's load, the CPU time much less."""
     for _ in range(warmup):
         fn()
     samples = np.empty(repeat)
+    cpu = np.empty(repeat)
     for i in range(repeat):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         samples[i] = time.perf_counter() - t0
+        cpu[i] = time.process_time() - c0
     ms = samples * 1000.0
     return {
         "median_ms": round(float(np.median(ms)), 3),
         "p90_ms": round(float(np.percentile(ms, 90)), 3),
         "mean_ms": round(float(ms.mean()), 3),
         "min_ms": round(float(ms.min()), 3),
+        "cpu_median_ms": round(float(np.median(cpu) * 1000.0), 3),
         "n": repeat,
     }
 
