@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             root = Path(tmp) / source
             photos = make_people(root, source, args.repeat, people=args.people)
             seconds, summary = enroll_folder(root, Path(tmp) / f"{source}.db")
-            found = re.search(r"enrolled (\d+) people from (\d+) photos; (\d+) failed", summary)
+            found = re.search(r"enrolled (\d+) people from (\d+) photos", summary)
             accepted = int(found.group(2)) if found else 0
             report["runs"][source] = {
                 "photos": photos,
