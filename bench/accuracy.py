@@ -15,7 +15,8 @@ manifest's 0.40; MBF: the threshold with the same 1:1 impostor FAR on all ORL de
 pairs), FNIR and DIR at FPIR 1% and 5%, and DET curves (FNIR against FPIR).
 With 100 non-mated probes, FPIR moves in steps of 1%.
 Distractor embeddings are cached in bench/out so reruns are quick.
-Writes bench/out/accuracy.json and bench/out/accuracy_det_{1,3}.png.
+Writes bench/out/accuracy.json, accuracy_det_{1,3}.png (DET) and accuracy_scores_{1,3}.png
+(top-1 score histograms with the threshold, at the largest distractor count).
 """
 
 from __future__ import annotations
@@ -185,6 +186,27 @@ def plot_dets(curves: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]
     return plot_det(curves, path, title=title, xlabel="FPIR (non-mated searches)", ylabel="FNIR (mated searches)")
 
 
+def plot_scores(per_model: dict[str, tuple[SearchResults, float]], path: Path, title: str) -> Path:
+    """Top-1 similarity of mated and non-mated searches per model, with its decision threshold."""
+    from bench.common import figure
+
+    fig = figure((5.0 * len(per_model), 3.8))
+    axes = fig.subplots(1, len(per_model), squeeze=False)[0]
+    for ax, (name, (results, threshold)) in zip(axes, per_model.items(), strict=True):
+        bins = np.linspace(-0.2, 1.0, 61)
+        ax.hist(results.top1_score[results.mated], bins=bins, alpha=0.6, label="mated (enrolled person)")
+        ax.hist(results.top1_score[~results.mated], bins=bins, alpha=0.6, label="non-mated (stranger)")
+        ax.axvline(threshold, color="black", linestyle="--", linewidth=1, label=f"threshold {threshold:.3f}")
+        ax.set_xlabel("top-1 cosine")
+        ax.set_ylabel("searches")
+        ax.set_title(f"{name}: {title}", fontsize="small")
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--distractors", default="0,100,1000,10000")
@@ -236,12 +258,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     paths = []
     for k in enrolled:
         curves = {}
+        largest: dict[str, tuple[SearchResults, float]] = {}
         for name, embeddings in orl.items():
             for count in counts:
                 metrics, results = evaluate(embeddings, people, photos, distractors[name][:count], k, thresholds[name])
                 report["results"].setdefault(name, {}).setdefault(f"enrolled_{k}", {})[str(count)] = metrics
                 curves[f"{name}, {count} distractors"] = det_curve(results)
+                if count == max(counts):
+                    largest[name] = (results, thresholds[name])
                 print(name, k, count, metrics["rank1"], metrics["at_default_threshold"], metrics["fnir_at_fpir"])
+        paths.append(
+            plot_scores(largest, args.out / f"accuracy_scores_{k}.png", f"{k} enrolled, {max(counts)} distractors")
+        )
         paths.append(
             plot_dets(curves, args.out / f"accuracy_det_{k}.png", f"ORL open-set, {k} photo(s) enrolled per person")
         )
