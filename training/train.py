@@ -288,7 +288,8 @@ class Trainer:
                 if self.step == self.total_steps and cfg.precise_bn_batches > 0:
                     self._precise_bn()  # before the last verification and checkpoint
                     paused = True
-                if (cfg.verify_every and self.step % cfg.verify_every == 0) or (not cfg.verify_every and at_epoch_end):
+                every = self.step % cfg.verify_every == 0 if cfg.verify_every else at_epoch_end
+                if every or self.step == self.total_steps:  # the finished model is always verified
                     self._verify()
                     paused = True
                 if (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0) or at_epoch_end:

@@ -125,6 +125,9 @@ def test_verification_callback_is_logged(tmp_path: Path) -> None:
     records = [r for r in read_metrics(run_dir) if "val/accuracy" in r]
     assert [r["step"] for r in records] == [2, 4]
     assert seen == [False, False]  # the backbone is evaluated in eval mode
+    # The finished model is verified too, also when the last step is not a multiple of verify_every.
+    run_dir = train(tiny_config(tmp_path, "verify-end", verify_every=3), dataset=TinyFaces(), callbacks=[callback])
+    assert [r["step"] for r in read_metrics(run_dir) if "val/accuracy" in r] == [3, 6, 8]
 
 
 @pytest.mark.parametrize(
