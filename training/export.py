@@ -419,11 +419,12 @@ def main(args: argparse.Namespace) -> int:
     if manifest.impostors is not None:
         summary["impostors"] = manifest.impostors.measured_on
     else:
-        pairs = manifest.extra.get("calibration", {}).get("impostor_pairs", 0)
         summary["impostors"] = None
-        summary["impostors_note"] = (
-            f"not recorded: {pairs} impostor pairs, {MIN_IMPOSTOR_SCORES} needed; "
-            "calibrate on a larger held-out set, or run `faceid-train calibrate`"
-        )
+        if "calibration" in manifest.extra:
+            pairs = manifest.extra["calibration"]["impostor_pairs"]
+            why = f"{pairs} impostor pairs, {MIN_IMPOSTOR_SCORES} needed; calibrate on a larger held-out set"
+        else:
+            why = "no held-out set (--threshold)"
+        summary["impostors_note"] = f"not recorded: {why}, or run `faceid-train calibrate`"
     print(json.dumps(summary))
     return 0
