@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import anyio
+import faiss
 from anyio import CapacityLimiter
 from fastapi import FastAPI, Request, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -69,6 +70,8 @@ def build_recognizer(settings: Settings) -> Recognizer:
         intra_op_threads=settings.intra_op_threads,
         require_gpu=settings.require_gpu,
     )
+    if settings.gallery_threads > 0:
+        faiss.omp_set_num_threads(settings.gallery_threads)
     gallery = FaissGallery(manifest.embedding_size, kind=settings.gallery_index, device=settings.gallery_device)
     recognizer = Recognizer(
         detector=detector,

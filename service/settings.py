@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         "rate); the threshold follows the gallery size to keep it.",
     )
     gallery_index: Literal["flat", "flat_fp16", "hnsw"] = "flat"
+    gallery_threads: int = Field(
+        default=1,
+        ge=0,
+        description="FAISS threads per search (0: all cores). Requests already run in parallel; a one-query "
+        "search waiting on a thread team stalls whenever another request holds a core.",
+    )
     gallery_device: Literal["auto", "cpu", "cuda"] = "auto"
     sync_interval: float = Field(
         default=0.5, ge=0, description="Seconds between checks of the database change log (0: off)."
