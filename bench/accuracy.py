@@ -147,7 +147,7 @@ def cached_distractors(
             have[name] = np.concatenate([have[name][:known], fresh]) if known else fresh
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache, **have)  # type: ignore[arg-type]
-    return {m: have[m][:count] for m in embedders}
+    return {m: have[m][:count] if m in have else np.zeros((0, 0), np.float32) for m in embedders}
 
 
 def impostor_scores(embeddings: NDArray[np.float32], people: NDArray[np.int64]) -> NDArray[np.float64]:
