@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import anyio
-import faiss
-from anyio import CapacityLimiter
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import Components
@@ -70,9 +70,12 @@ def build_recognizer(settings: Settings) -> Recognizer:
         intra_op_threads=settings.intra_op_threads,
         require_gpu=settings.require_gpu,
     )
-    if settings.gallery_threads > 0:
-        faiss.omp_set_num_threads(settings.gallery_threads)
-    gallery = FaissGallery(manifest.embedding_size, kind=settings.gallery_index, device=settings.gallery_device)
+    gallery = FaissGallery(
+        manifest.embedding_size,
+        kind=settings.gallery_index,
+        device=settings.gallery_device,
+        threads=settings.gallery_threads,
+    )
     recognizer = Recognizer(
         detector=detector,
         embedder=embedder,
@@ -137,6 +140,35 @@ class _TooLarge(Exception):
     pass
 
 
+class RequestMetrics:
+    """Latency and status per route, as plain ASGI (no per-request Request/Response objects)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def capture(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, capture)
+        finally:
+            components: Components | None = getattr(scope["app"].state, "components", None)
+            if components is not None:
+                path = getattr(scope.get("route"), "path", "unmatched")
+                components.metrics.latency.labels(path).observe(time.perf_counter() - start)
+                components.metrics.requests.labels(path, str(status)).inc()
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -145,7 +177,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         recognizer = await anyio.to_thread.run_sync(build_recognizer, settings)
         threads = settings.inference_threads or os.cpu_count() or 1
-        app.state.components = Components(settings, recognizer, Metrics(), CapacityLimiter(threads))
+        workers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="faceid-inference")
+        app.state.components = Components(settings, recognizer, Metrics(), workers)
         # PostgreSQL also notifies: other processes' writes arrive in milliseconds, not at the next poll.
         listener = ChangeListener.for_store(recognizer.store, recognizer.sync) if settings.sync_interval > 0 else None
         async with anyio.create_task_group() as tasks:
@@ -157,6 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 tasks.cancel_scope.cancel()
         if listener is not None:
             listener.stop()
+        workers.shutdown(wait=False, cancel_futures=True)
         recognizer.store.close()
 
     app = FastAPI(
@@ -171,18 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(identities.router)
     app.include_router(health.router)
 
-    @app.middleware("http")
-    async def _observe(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        start = anyio.current_time()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        components: Components | None = getattr(request.app.state, "components", None)
-        if components is not None:
-            components.metrics.latency.labels(path).observe(anyio.current_time() - start)
-            components.metrics.requests.labels(path, str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(RequestMetrics)
     body_limit = settings.max_image_bytes * settings.max_images_per_request + 1024 * 1024
     app.add_middleware(BodyLimit, limit=body_limit)
     return app

@@ -106,8 +106,10 @@ class FaissGallery:
         device: Literal["auto", "cpu", "cuda"] = "auto",
         hnsw_m: int = 32,
         hnsw_ef_search: int = 128,
+        threads: int = 0,
     ) -> None:
         self.dim = dim
+        self.threads = threads  # OpenMP threads per search; 0 leaves FAISS's default
         self.kind = kind
         self.hnsw_m = hnsw_m
         self.hnsw_ef_search = hnsw_ef_search
@@ -204,6 +206,10 @@ class FaissGallery:
     def search(self, vectors: NDArray[np.float32], top_k: int) -> list[list[Candidate]]:
         """Top-k identities per query, each with its best face's cosine, best first."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if self.threads:
+            # OpenMP's thread count belongs to the calling thread: set it in whichever
+            # worker thread runs this search.
+            faiss.omp_set_num_threads(self.threads)
         with self._lock.read():
             total = self._index.ntotal
             if total == 0 or len(vectors) == 0:

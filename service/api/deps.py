@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import anyio
-from anyio import CapacityLimiter
 from fastapi import Depends, Request, UploadFile
 
 from service.errors import ImageTooLarge, InvalidImage, InvalidInput
@@ -23,7 +24,9 @@ class Components:
     settings: Settings
     recognizer: Recognizer
     metrics: Metrics
-    inference: CapacityLimiter  # bounds concurrent CPU/GPU work; the rest waits its turn
+    # A fixed set of worker threads for inference and database work: it bounds concurrent
+    # CPU/GPU work, and per-thread state (one YuNet instance per thread) is made once.
+    inference: ThreadPoolExecutor
 
 
 def get_components(request: Request) -> Components:
@@ -42,8 +45,13 @@ RecognizerDep = Annotated[Recognizer, Depends(get_recognizer)]
 
 
 async def run_blocking(components: Components, fn: Callable[..., T], *args: object) -> T:
-    """Run inference and database work off the event loop, bounded by the inference limiter."""
-    return await anyio.to_thread.run_sync(lambda: fn(*args), limiter=components.inference)
+    """Run inference (and the database work that goes with it) off the event loop, on the inference threads."""
+    return await asyncio.get_running_loop().run_in_executor(components.inference, lambda: fn(*args))
+
+
+async def run_db(fn: Callable[..., T], *args: object) -> T:
+    """Database-only work off the event loop; it does not queue behind inference (so /ready answers under load)."""
+    return await anyio.to_thread.run_sync(lambda: fn(*args))
 
 
 async def read_upload(upload: UploadFile, settings: Settings, label: str = "image") -> bytes:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 
-from service.api.deps import ComponentsDep, run_blocking
+from service.api.deps import ComponentsDep, run_db
 from service.api.routes.recognition import model_public
 from service.api.schemas import Health, ReadyResponse
 
@@ -28,7 +28,7 @@ async def ready(components: ComponentsDep) -> JSONResponse:
     database_error = None
     try:
         # Apply pending changes first, so a write that just committed is not reported as drift.
-        status = await run_blocking(components, lambda: (recognizer.sync(), recognizer.gallery_status())[1])
+        status = await run_db(lambda: (recognizer.sync(), recognizer.gallery_status())[1])
         searchable: int | None = status.searchable_in_db
         others = status.other_models
     except Exception as exc:  # the database is down: say so, do not crash

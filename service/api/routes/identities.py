@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
 
-from service.api.deps import ComponentsDep, read_uploads, run_blocking
+from service.api.deps import ComponentsDep, read_uploads, run_blocking, run_db
 from service.api.routes.recognition import ERRORS, finish
 from service.api.schemas import (
     EnrollResponse,
@@ -33,15 +33,15 @@ async def list_identities(
     offset: Annotated[int, Query(ge=0)] = 0,
     name: Annotated[str | None, Query(max_length=200, description="Case-insensitive substring of the name.")] = None,
 ) -> IdentityList:
-    items, total = await run_blocking(
-        components, lambda: components.recognizer.store.list_identities(limit=limit, offset=offset, name=name)
+    items, total = await run_db(
+        lambda: components.recognizer.store.list_identities(limit=limit, offset=offset, name=name)
     )
     return IdentityList(items=[IdentityPublic.of(i) for i in items], total=total)
 
 
 @router.get("/{identity_id}", response_model=IdentityPublic, responses=NOT_FOUND, summary="One identity")
 async def get_identity(components: ComponentsDep, identity_id: IdentityId) -> IdentityPublic:
-    record = await run_blocking(components, components.recognizer.store.get_identity, identity_id)
+    record = await run_db(components.recognizer.store.get_identity, identity_id)
     return IdentityPublic.of(record)
 
 
@@ -58,8 +58,7 @@ async def update_identity(components: ComponentsDep, identity_id: IdentityId, bo
     name = body.name.strip() if body.name is not None else None
     if "name" in fields and not name:
         raise InvalidInput("name: must not be blank")
-    record = await run_blocking(
-        components,
+    record = await run_db(
         lambda: components.recognizer.store.update_identity(
             identity_id,
             name=name,
@@ -73,13 +72,13 @@ async def update_identity(components: ComponentsDep, identity_id: IdentityId, bo
 @router.delete("/{identity_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND, summary="Forget a person")
 async def delete_identity(components: ComponentsDep, identity_id: IdentityId) -> Response:
     """Removes the identity and all its faces from the database and the gallery."""
-    await run_blocking(components, components.recognizer.delete_identity, identity_id)
+    await run_db(components.recognizer.delete_identity, identity_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/{identity_id}/faces", response_model=FaceList, responses=NOT_FOUND, summary="An identity's faces")
 async def list_faces(components: ComponentsDep, identity_id: IdentityId) -> FaceList:
-    faces = await run_blocking(components, components.recognizer.store.list_faces, identity_id)
+    faces = await run_db(components.recognizer.store.list_faces, identity_id)
     return FaceList(items=[FacePublic.of(f) for f in faces])
 
 
@@ -112,5 +111,5 @@ async def add_faces(
 async def delete_face(
     components: ComponentsDep, identity_id: IdentityId, face_id: Annotated[int, Path(ge=1)]
 ) -> Response:
-    await run_blocking(components, components.recognizer.delete_face, identity_id, face_id)
+    await run_db(components.recognizer.delete_face, identity_id, face_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
