@@ -8,8 +8,9 @@ student but lives outside the backbone, so export never sees it.
 Teacher embeddings are computed once per training image, with the service's own
 ONNX embedder (`builtin:sface` or a manifest path), and cached next to the dataset
 as `<root>/.teacher-<hash>.npy`, the hash covering the teacher and the file list.
-Each target is normalise(t(x) + t(mirror x)), so a flipped training crop has the
-same target as the original.
+The target is the teacher's embedding of the crop as stored; with `data.flip` a
+mirrored crop is pulled to it too (faces are nearly symmetric; a flip-averaged target
+would double the teacher's cost, the larger part of a short CPU run's preparation).
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from training.embedders import CropEmbedder, embed_all
 class _FileDataset(Protocol):
     """A dataset that knows its files: what `FolderDataset` (and so `synthetic`) is."""
 
-    root: Path
-    samples: Sequence[tuple[Path, int]]
+    @property
+    def root(self) -> Path: ...
+
+    @property
+    def samples(self) -> Sequence[tuple[Path, int]]: ...
 
 
 def distill_loss(projected: Tensor, teacher: Tensor) -> Tensor:
@@ -102,7 +106,7 @@ def teacher_embeddings(
     out = []
     for start in tqdm(range(0, len(dataset.samples), batch_size), desc="teacher", disable=not progress, unit="batch"):
         crops = [read_crop(p) for p, _ in dataset.samples[start : start + batch_size]]
-        out.append(embed_all(embedder, crops, flip=True, batch_size=batch_size))
+        out.append(embed_all(embedder, crops, batch_size=batch_size))
     emb = np.concatenate(out).astype(np.float32)
     # Written under a temporary name and renamed: concurrent ranks may each compute it.
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
