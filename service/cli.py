@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.recognizer import Recognizer
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
 
@@ -40,9 +45,26 @@ def migrate(settings: Settings) -> None:
     store.close()
 
 
+def _enroll_person(recognizer: Recognizer, person: Path, files: list[Path], chunk_size: int) -> int:
+    """One person's photos, `chunk_size` per call, exactly as POST /enroll then POST /identities/{id}/faces."""
+    accepted = 0
+    identity_id = 0
+    for start in range(0, len(files), chunk_size):
+        chunk = [f.read_bytes() for f in files[start : start + chunk_size]]
+        if start == 0:
+            result = recognizer.enroll(person.name, chunk, external_id=person.name)
+            identity_id = result.identity.id
+        else:
+            result = recognizer.add_faces(identity_id, chunk)
+        accepted += len(result.accepted)
+    return accepted
+
+
 def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
     """One identity per sub-folder (its name is the folder name and external_id), through the
-    same `Recognizer.enroll` that `POST /enroll` calls."""
+    same `Recognizer.enroll` that `POST /enroll` calls; several people at once, one per core."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from tqdm import tqdm
 
     from service.app import build_recognizer
@@ -53,29 +75,31 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
         print(f"no sub-folders (one per person) in {root}", file=sys.stderr)
         return 2
     recognizer = build_recognizer(settings)
-    enrolled = photos = failed = skipped = 0
-    with tqdm(total=len(people), unit="person", desc="enroll") as bar:
-        for person in people:
-            files = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+    todo: list[tuple[Path, list[Path]]] = []
+    skipped = 0
+    for person in people:
+        files = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            continue
+        if skip_existing and recognizer.store.find_by_external_id(person.name) is not None:
+            skipped += 1
+            continue
+        todo.append((person, files))
+    enrolled = photos = failed = 0
+    workers = settings.inference_threads or os.cpu_count() or 1
+    with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(todo), unit="person", desc="enroll") as bar:
+        futures = {
+            pool.submit(_enroll_person, recognizer, person, files, settings.max_images_per_request): person
+            for person, files in todo
+        }
+        for future in as_completed(futures):
             bar.update(1)
-            if not files:
-                continue
-            if skip_existing and recognizer.store.find_by_external_id(person.name) is not None:
-                skipped += 1
-                continue
             try:
-                for start in range(0, len(files), settings.max_images_per_request):
-                    chunk = [f.read_bytes() for f in files[start : start + settings.max_images_per_request]]
-                    if start == 0:
-                        result = recognizer.enroll(person.name, chunk, external_id=person.name)
-                        identity_id = result.identity.id
-                    else:
-                        result = recognizer.add_faces(identity_id, chunk)
-                    photos += len(result.accepted)
+                photos += future.result()
                 enrolled += 1
             except FaceIdError as exc:
                 failed += 1
-                tqdm.write(f"{person.name}: {exc.code}: {exc.message}")
+                tqdm.write(f"{futures[future].name}: {exc.code}: {exc.message}")
             bar.set_postfix(people=enrolled, photos=photos, failed=failed)
     print(f"enrolled {enrolled} people from {photos} photos; {skipped} already enrolled; {failed} failed")
     recognizer.store.close()
