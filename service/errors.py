@@ -72,8 +72,3 @@ class NotFound(FaceIdError):
 class Conflict(FaceIdError):
     code = "conflict"
     status = 409
-
-
-class Unavailable(FaceIdError):
-    code = "unavailable"
-    status = 503

@@ -146,9 +146,6 @@ class FaissGallery:
     def size(self) -> int:
         return len(self._owner)
 
-    def identity_of(self, face_id: int) -> int | None:
-        return self._owner.get(face_id)
-
     def clear(self) -> None:
         with self._lock.write():
             self._index = self._new_index()

@@ -37,13 +37,6 @@ def get_components(request: Request) -> Components:
 ComponentsDep = Annotated[Components, Depends(get_components)]
 
 
-def get_recognizer(components: ComponentsDep) -> Recognizer:
-    return components.recognizer
-
-
-RecognizerDep = Annotated[Recognizer, Depends(get_recognizer)]
-
-
 async def run_blocking(components: Components, fn: Callable[..., T], *args: object) -> T:
     """Run inference (and the database work that goes with it) off the event loop, on the inference threads."""
     return await asyncio.get_running_loop().run_in_executor(components.inference, lambda: fn(*args))
