@@ -180,8 +180,10 @@ def bare_pipeline_ms(images: dict[str, bytes], repeat: int) -> dict[str, float]:
     """The service's own decode/detect/align/embed in this process, end to end, median ms per image."""
     from bench.common import time_call
     from bench.pipeline import build_pipelines
+    from service.settings import Settings
 
-    service = build_pipelines(threads=0, peers=False)[0]
+    # the same ONNX Runtime threads as the server it is compared with
+    service = build_pipelines(threads=Settings().onnx_threads, peers=False)[0]
     out = {}
     for name, data in images.items():
         out[name] = time_call(lambda d=data: service.run(d), repeat=repeat)["median_ms"]  # type: ignore[misc]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -67,7 +66,7 @@ def build_recognizer(settings: Settings) -> Recognizer:
         manifest,
         model,
         providers=settings.providers,
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=settings.onnx_threads,
         require_gpu=settings.require_gpu,
     )
     gallery = FaissGallery(
@@ -176,8 +175,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         recognizer = await anyio.to_thread.run_sync(build_recognizer, settings)
-        threads = settings.inference_threads or os.cpu_count() or 1
-        workers = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="faceid-inference")
+        workers = ThreadPoolExecutor(max_workers=settings.inference_jobs, thread_name_prefix="faceid-inference")
         app.state.components = Components(settings, recognizer, Metrics(), workers)
         # PostgreSQL also notifies: other processes' writes arrive in milliseconds, not at the next poll.
         listener = ChangeListener.for_store(recognizer.store, recognizer.sync) if settings.sync_interval > 0 else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,7 +85,7 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
             continue
         todo.append((person, files))
     enrolled = photos = failed = 0
-    workers = settings.inference_threads or os.cpu_count() or 1
+    workers = settings.inference_jobs
     with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(todo), unit="person", desc="enroll") as bar:
         futures = {
             pool.submit(_enroll_person, recognizer, person, files, settings.max_images_per_request): person

@@ -40,7 +40,9 @@ class Settings(BaseSettings):
         default=list(DEFAULT_PROVIDERS), description="ONNX Runtime execution providers, in order of preference."
     )
     require_gpu: bool = Field(default=False, description="Fail at start-up unless the embedder runs on a GPU.")
-    intra_op_threads: int = Field(default=0, ge=0, description="ONNX Runtime threads per inference (0: all cores).")
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="ONNX Runtime threads per inference (0: the cores shared out among the jobs)."
+    )
     inference_threads: int = Field(default=0, ge=0, description="Concurrent inference jobs (0: number of cores).")
 
     # Detection
@@ -91,6 +93,16 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @property
+    def inference_jobs(self) -> int:
+        return self.inference_threads or os.cpu_count() or 1
+
+    @property
+    def onnx_threads(self) -> int:
+        """Threads per ONNX Runtime run: the cores shared out among the concurrent jobs, so that
+        concurrent requests use every core without oversubscribing them."""
+        return self.intra_op_threads or max(1, (os.cpu_count() or 1) // self.inference_jobs)
 
     @model_validator(mode="before")
     @classmethod
