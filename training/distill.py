@@ -78,11 +78,12 @@ class WithIndex(Dataset[tuple[Tensor, int, int]]):
         return image, label, index
 
 
-def cache_path(dataset: _FileDataset, teacher_ref: str) -> Path:
+def cache_path(root: Path, samples: Sequence[tuple[Path, int]], teacher_ref: str) -> Path:
+    """Where a folder's teacher embeddings are cached: the name hashes the teacher and the (file, label) list."""
     digest = hashlib.sha256(teacher_ref.encode())
-    for path, label in dataset.samples:
-        digest.update(f"\n{Path(path).relative_to(dataset.root)}\t{label}".encode())
-    return Path(dataset.root) / f".teacher-{digest.hexdigest()[:16]}.npy"
+    for path, label in samples:
+        digest.update(f"\n{Path(path).relative_to(root)}\t{label}".encode())
+    return Path(root) / f".teacher-{digest.hexdigest()[:16]}.npy"
 
 
 def teacher_embeddings(
@@ -94,7 +95,7 @@ def teacher_embeddings(
     progress: bool = True,
 ) -> NDArray[np.float32]:
     """(N, T) unit teacher embeddings of the dataset's samples, in order; read from the cache when there."""
-    path = cache_path(dataset, teacher_ref)
+    path = cache_path(dataset.root, dataset.samples, teacher_ref)
     if path.exists():
         cached: NDArray[np.float32] = np.load(path)
         if len(cached) == len(dataset.samples):

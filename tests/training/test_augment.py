@@ -33,6 +33,10 @@ def test_each_effect_changes_the_image_in_its_own_way() -> None:
     assert low.shape == image.shape
     assert 0 < np.abs(low.astype(int) - image.astype(int)).mean() < 30
     assert aug.downscale(image, 0.25).shape == image.shape
+    luma = aug.to_grey(image)
+    assert luma.shape == image.shape and (luma == luma[..., :1]).all()
+    white = np.full((2, 2, 3), 255, np.uint8)
+    np.testing.assert_array_equal(aug.to_grey(white), white)
 
 
 def test_augment_is_reproducible_from_the_seed() -> None:
@@ -44,3 +48,11 @@ def test_augment_is_reproducible_from_the_seed() -> None:
     assert not np.array_equal(a, c)
     assert a.dtype == np.uint8
     assert a.shape == image.shape
+
+
+def test_grey_probability_one_gives_grey_photos_and_zero_keeps_colour() -> None:
+    image = _image()
+    grey = aug.augment(image, np.random.default_rng(1), aug.AugmentOptions(grey_p=1.0))
+    assert (grey == grey[..., :1]).all()
+    colour = aug.augment(image, np.random.default_rng(1), aug.AugmentOptions(grey_p=0.0))
+    assert not (colour == colour[..., :1]).all()

@@ -60,6 +60,23 @@ def test_clean_drops_intruders_and_merges_a_split_identity(tmp_path: Path, align
         "s4_again__4.png",
         "s4_again__5.png",
     ]
+    assert report["nearest_centre_quantiles"]["q100"] > 0.6  # s4 and s4_again, before the merge
+
+
+def test_cleaned_copy_carries_the_teacher_embeddings_distillation_would_compute(tmp_path: Path, aligned: Path) -> None:
+    from training.distill import cache_path
+    from training.embedders import embed_all, load_onnx_embedder
+
+    src = _dirty_copy(aligned, tmp_path / "dirty")
+    out = tmp_path / "clean"
+    embedder = load_onnx_embedder("builtin:sface")
+    options = clean.CleanOptions(threshold=0.4, merge_threshold=0.6)
+    clean.clean_folder(src, embedder, options, dst=out, teacher_ref="builtin:sface", progress=False)
+    _, samples = scan_folder(out)
+    cached = np.load(cache_path(out, samples, "builtin:sface"))
+    fresh = embed_all(embedder, [clean.read_crop(path) for path, _ in samples], batch_size=7)
+    assert cached.shape == (20, 128) and cached.dtype == np.float32
+    np.testing.assert_allclose(cached, fresh, atol=1e-4)
 
 
 def test_centre_is_robust_to_outliers() -> None:

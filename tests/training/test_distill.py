@@ -82,11 +82,11 @@ def test_teacher_embeddings_are_cached_per_file_list(tmp_path: Path) -> None:
     first = teacher_embeddings(dataset, "fake", embedder=Fake(), progress=False)
     assert first.shape == (8, 8)
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
-    assert cache_path(dataset, "fake").exists()
+    assert cache_path(dataset.root, dataset.samples, "fake").exists()
     again = teacher_embeddings(dataset, "fake", embedder=Fake(), progress=False)
     np.testing.assert_array_equal(again, first)
     assert len(calls) == 1  # the second call read the cache
-    assert cache_path(dataset, "other") != cache_path(dataset, "fake")
+    assert cache_path(dataset.root, dataset.samples, "other") != cache_path(dataset.root, dataset.samples, "fake")
 
 
 def test_training_with_sface_as_teacher_checkpoints_the_projection(

@@ -39,6 +39,7 @@ class AugmentOptions:
     downscale: tuple[float, float] = (0.35, 0.8)  # down then back up: a low-resolution camera
     jpeg_p: float = 0.5
     jpeg_quality: tuple[int, int] = (30, 95)
+    grey_p: float = 0.2  # a grey-scale camera or archive: real galleries hold such photos, DCGAN faces are all colour
 
 
 def flip(image: Image) -> Image:
@@ -61,6 +62,12 @@ def color_jitter(image: Image, brightness: float, contrast: float, saturation: f
     x = x.mean() + contrast * (x - x.mean())
     x = x + brightness * 255.0
     return np.clip(x + 0.5, 0, 255).astype(np.uint8)
+
+
+def to_grey(image: Image) -> Image:
+    """Luma (ITU-R BT.601) in all three channels: what a grey-scale photo becomes when decoded as RGB."""
+    grey = image.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(np.clip(grey + 0.5, 0, 255).astype(np.uint8)[..., None], 3, axis=2)
 
 
 def gaussian_blur(image: Image, sigma: float) -> Image:
@@ -110,6 +117,8 @@ def photometric(image: Image, rng: np.random.Generator, options: AugmentOptions)
         image = gaussian_noise(image, rng.uniform(*options.noise_sigma), rng)
     if rng.random() < options.jpeg_p:
         image = jpeg(image, int(rng.integers(options.jpeg_quality[0], options.jpeg_quality[1] + 1)))
+    if rng.random() < options.grey_p:  # last: a grey camera's noise and compression are grey too
+        image = to_grey(image)
     return image
 
 

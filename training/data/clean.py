@@ -66,6 +66,19 @@ def centre_cosines(embeddings: NDArray[np.float32], threshold: float) -> tuple[N
     return cosines, cosines >= threshold
 
 
+def nearest_centre_cosines(centres: NDArray[np.float32]) -> NDArray[np.float32]:
+    """Each centre's cosine to its most similar other centre, (K,); blockwise like `group_close_centres`."""
+    nearest = np.full(len(centres), -1.0, np.float32)
+    block = 4096
+    for start in range(0, len(centres), block):
+        sims = centres[start : start + block] @ centres.T
+        rows = np.arange(len(sims))
+        sims[rows, rows + start] = -np.inf
+        if sims.shape[1] > 1:
+            nearest[start : start + block] = sims.max(axis=1)
+    return nearest
+
+
 def group_close_centres(centres: NDArray[np.float32], threshold: float) -> list[list[int]]:
     """Groups (of two or more row indices) linked by centre cosine > threshold, transitively (union-find)."""
     parent = list(range(len(centres)))
@@ -105,6 +118,8 @@ class CleanReport:
     dropped_identities: list[str] = field(default_factory=list)  # too few images left
     close_groups: list[list[str]] = field(default_factory=list)  # inter-class groups, merged or dropped
     cosine_quantiles: dict[str, float] = field(default_factory=dict)  # of image-to-centre cosines
+    # Each identity's most similar other centre: where to put --merge-threshold.
+    nearest_centre_quantiles: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -115,6 +130,7 @@ class CleanReport:
             "dropped_identities": len(self.dropped_identities),
             "close_groups": len(self.close_groups),
             "cosine_quantiles": self.cosine_quantiles,
+            "nearest_centre_quantiles": self.nearest_centre_quantiles,
         }
 
 
@@ -124,6 +140,7 @@ class _Identity:
     paths: list[Path]
     keep: NDArray[np.bool_]
     centre: NDArray[np.float32]
+    embeddings: NDArray[np.float32] | None  # kept only when the cleaned copy gets a teacher cache
 
 
 def clean_folder(
@@ -133,9 +150,16 @@ def clean_folder(
     *,
     dst: Path | None = None,
     report_dir: Path | None = None,
+    teacher_ref: str | None = None,
     progress: bool = True,
 ) -> CleanReport:
-    """Clean the aligned folder `src`; with `dst`, write the cleaned copy there (hard links where possible)."""
+    """Clean the aligned folder `src`; with `dst`, write the cleaned copy there (hard links where possible).
+
+    With `dst` and `teacher_ref` (how a training config names `embedder`, e.g.
+    `builtin:sface`), the embeddings already computed are saved in the copy as the
+    distillation cache (`training.distill`), so training with that teacher does not
+    embed every crop a second time.
+    """
     src = Path(src)
     classes, samples = scan_folder(src)
     by_class: dict[int, list[Path]] = {}
@@ -159,11 +183,14 @@ def clean_folder(
             report.dropped_identities.append(name)
             continue
         centre = l2_normalize(emb[keep].mean(axis=0, keepdims=True))[0]
-        kept.append(_Identity(name, paths, keep, centre))
+        kept.append(_Identity(name, paths, keep, centre, emb if teacher_ref and dst is not None else None))
     if all_cosines:
         flat = np.concatenate(all_cosines)
         report.cosine_quantiles = {f"q{q:02d}": float(np.percentile(flat, q)) for q in (1, 5, 25, 50, 75)}
 
+    if len(kept) > 1:
+        nearest = nearest_centre_cosines(np.stack([k.centre for k in kept]))
+        report.nearest_centre_quantiles = {f"q{q:02d}": float(np.percentile(nearest, q)) for q in (50, 90, 99, 100)}
     groups: list[list[int]] = []
     if options.merge_threshold is not None and len(kept) > 1:
         groups = group_close_centres(np.stack([k.centre for k in kept]), options.merge_threshold)
@@ -176,31 +203,49 @@ def clean_folder(
                 target[i] = kept[group[0]].name if options.inter_action == "merge" else None
     report.kept_images = sum(int(k.keep.sum()) for i, k in enumerate(kept) if target[i] is not None)
     if dst is not None:
-        _write_clean_copy(kept, target, Path(dst))
+        written = _write_clean_copy(kept, target, Path(dst))
+        if teacher_ref is not None:
+            _save_teacher_cache(Path(dst), written, teacher_ref)
     out_dir = report_dir if report_dir is not None else dst
     if out_dir is not None:
         write_report(report, options, Path(out_dir))
     return report
 
 
-def _write_clean_copy(kept: list[_Identity], target: dict[int, str | None], dst: Path) -> None:
+def _write_clean_copy(
+    kept: list[_Identity], target: dict[int, str | None], dst: Path
+) -> dict[Path, NDArray[np.float32]]:
+    """Write the kept images under their (merged) identity; returns {written path: embedding} where known."""
+    written: dict[Path, NDArray[np.float32]] = {}
     for i, identity in enumerate(kept):
         name = target[i]
         if name is None:
             continue
         out = dst / name
         out.mkdir(parents=True, exist_ok=True)
-        for path, keep in zip(identity.paths, identity.keep, strict=True):
+        for j, (path, keep) in enumerate(zip(identity.paths, identity.keep, strict=True)):
             if not keep:
                 continue
             # Merged identities can share file names: prefix with the source identity.
             dest = out / (path.name if name == identity.name else f"{identity.name}__{path.name}")
+            if identity.embeddings is not None:
+                written[dest] = identity.embeddings[j]
             if dest.exists():
                 continue
             try:
                 os.link(path, dest)
             except OSError:
                 shutil.copy2(path, dest)
+    return written
+
+
+def _save_teacher_cache(dst: Path, written: dict[Path, NDArray[np.float32]], teacher_ref: str) -> None:
+    """The copy's embeddings in `training.distill`'s cache layout; skipped if `dst` holds files not written now."""
+    from training.distill import cache_path
+
+    _, samples = scan_folder(dst)
+    if samples and all(path in written for path, _ in samples):
+        np.save(cache_path(dst, samples, teacher_ref), np.stack([written[path] for path, _ in samples]))
 
 
 def write_report(report: CleanReport, options: CleanOptions, out_dir: Path) -> None:
@@ -259,7 +304,13 @@ def main(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     report = clean_folder(
-        args.src, embedder, options, dst=args.out, report_dir=args.report, progress=not args.no_progress
+        args.src,
+        embedder,
+        options,
+        dst=args.out,
+        report_dir=args.report,
+        teacher_ref=args.manifest,
+        progress=not args.no_progress,
     )
     print(json.dumps(report.summary()))
     return 0

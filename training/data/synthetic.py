@@ -284,6 +284,7 @@ def main(args: argparse.Namespace) -> int:
             noise_p=0.0,
             downscale_p=0.0,
             jpeg_p=0.0,
+            grey_p=0.0,
         )
     options = SynthOptions(
         identities=args.identities,
