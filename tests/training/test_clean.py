@@ -61,6 +61,7 @@ def test_clean_drops_intruders_and_merges_a_split_identity(tmp_path: Path, align
         "s4_again__5.png",
     ]
     assert report["nearest_centre_quantiles"]["q100"] > 0.6  # s4 and s4_again, before the merge
+    assert (out / "clean_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cleaned_copy_carries_the_teacher_embeddings_distillation_would_compute(tmp_path: Path, aligned: Path) -> None:

@@ -120,6 +120,9 @@ class CleanReport:
     cosine_quantiles: dict[str, float] = field(default_factory=dict)  # of image-to-centre cosines
     # Each identity's most similar other centre: where to put --merge-threshold.
     nearest_centre_quantiles: dict[str, float] = field(default_factory=dict)
+    # The distributions themselves, for the report's plot (not written to JSON).
+    image_cosines: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    nearest_centres: NDArray[np.float32] = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -187,9 +190,11 @@ def clean_folder(
     if all_cosines:
         flat = np.concatenate(all_cosines)
         report.cosine_quantiles = {f"q{q:02d}": float(np.percentile(flat, q)) for q in (1, 5, 25, 50, 75)}
+        report.image_cosines = flat
 
     if len(kept) > 1:
         nearest = nearest_centre_cosines(np.stack([k.centre for k in kept]))
+        report.nearest_centres = nearest
         report.nearest_centre_quantiles = {f"q{q:02d}": float(np.percentile(nearest, q)) for q in (50, 90, 99, 100)}
     groups: list[list[int]] = []
     if options.merge_threshold is not None and len(kept) > 1:
@@ -258,6 +263,16 @@ def write_report(report: CleanReport, options: CleanOptions, out_dir: Path) -> N
         "dropped": [asdict(d) for d in report.dropped_images],
     }
     (out_dir / "clean_report.json").write_text(json.dumps(payload, indent=2) + "\n")
+    if len(report.image_cosines):
+        from training.plots import plot_clean
+
+        plot_clean(
+            report.image_cosines,
+            report.nearest_centres,
+            options.threshold,
+            options.merge_threshold,
+            out_dir / "clean_report.png",
+        )
     with open(out_dir / "clean_dropped.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "identity", "cosine_to_centre"])
