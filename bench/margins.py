@@ -1,7 +1,7 @@
 """Which margin wins on validation: one short run per head on the same data, each evaluated the same way.
 
     python -m bench.margins [--config training/configs/own_cpu_sweep.toml] \\
-        [--val data/own/orl-val --val data/own/synth-val] [--variants arcface cosface ...]
+        [--val data/own/orl-val --val data/own/synth-val] [--variants arcface cosface ...] [--publish]
 
 Each variant is the config plus `--set` overrides (VARIANTS below), trained as run
 `margins_<variant>` with `--resume auto` (a finished run is only evaluated again, an
@@ -10,7 +10,7 @@ every validation folder: balanced verification pairs (ROC AUC, 10-fold accuracy,
 TAR at FAR 1e-2) and open-set rank-1 on a half/half gallery split. The real-face
 validation is ORL s1..s10 (aligned with `faceid-train prepare`); s11..s20 stay out of
 everything tuned here, for the final report (`bench.own_model`). Writes margins.json
-and margins.png under --out (default bench/out/margins) and publishes both to
+and margins.png under --out (default bench/out/margins); --publish copies both to
 bench/results/.
 """
 
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--set", dest="extra", action="append", default=[], help="applied to every variant")
     parser.add_argument("--out", type=Path, default=OUT / "margins")
-    parser.add_argument("--no-publish", action="store_true", help="leave bench/results/ alone")
+    parser.add_argument("--publish", action="store_true", help="copy the report and plot to bench/results/")
     args = parser.parse_args(argv)
     val = args.val or list(DEFAULT_VAL)
     for folder in val:
@@ -155,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     paths = [write_json(args.out / "margins.json", report), plot(results, val, args.out / "margins.png")]
-    if not args.no_publish:
+    if args.publish:
         publish(*paths)
     for name, res in results.items():
         scores = "  ".join(f"{v.name}: AUC {res[v.name]['auc']:.3f}" for v in val)

@@ -1,6 +1,6 @@
 """Our own model against SFace and the InsightFace MobileFaceNet peer, on the same crops.
 
-    python -m bench.own_model --model models/faceid-mbf-synth-v0 [--out models/faceid-mbf-synth-v0/eval]
+    python -m bench.own_model --model models/faceid-mbf-synth-v1 [--out models/faceid-mbf-synth-v1/eval]
 
 - ORL dev verification: every pair of the 200 ORL dev crops (20 people x 10 photos),
   TAR at FAR 1e-2 and 1e-3 and ROC AUC (`training.metrics.verification_metrics`, what

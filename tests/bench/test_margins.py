@@ -36,7 +36,7 @@ def test_margins_trains_each_variant_and_ranks_them_on_validation(tmp_path: Path
         "run.checkpoint_every=100",
         "distill.weight=0.0",
     ]
-    argv = ["--variants", "arcface", "cosface", "--val", str(val), "--out", str(tmp_path / "out"), "--no-publish"]
+    argv = ["--variants", "arcface", "cosface", "--val", str(val), "--out", str(tmp_path / "out")]
     for item in sets:
         argv += ["--set", item]
     report = margins.main(argv)
