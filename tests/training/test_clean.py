@@ -62,6 +62,12 @@ def test_clean_drops_intruders_and_merges_a_split_identity(tmp_path: Path, align
     ]
     assert report["nearest_centre_quantiles"]["q100"] > 0.6  # s4 and s4_again, before the merge
     assert (out / "clean_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(list(out.glob(".teacher-*.npy"))) == 1  # the distillation cache, by default
+
+    bare = tmp_path / "clean_no_cache"
+    argv = [str(src), "--manifest", "builtin:sface", "--out", str(bare), "--no-teacher-cache", "--no-progress"]
+    assert clean.main(parser.parse_args(argv)) == 0
+    assert not list(bare.glob(".teacher-*.npy"))
 
 
 def test_cleaned_copy_carries_the_teacher_embeddings_distillation_would_compute(tmp_path: Path, aligned: Path) -> None:

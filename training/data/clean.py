@@ -11,7 +11,9 @@ grouped (transitively); each group is merged into one identity or dropped. The
 same step removes the overlap between a training set and an evaluation set.
 
 Identities are processed one at a time, so memory grows with the number of
-identities (one centre each), not with the number of images.
+identities (one centre each), not with the number of images, except for the
+distillation cache written with `--out`: one embedding per kept image (512 bytes at
+128-d), which `--no-teacher-cache` turns off for sets of many millions.
 """
 
 from __future__ import annotations
@@ -192,13 +194,14 @@ def clean_folder(
         report.cosine_quantiles = {f"q{q:02d}": float(np.percentile(flat, q)) for q in (1, 5, 25, 50, 75)}
         report.image_cosines = flat
 
+    groups: list[list[int]] = []
     if len(kept) > 1:
-        nearest = nearest_centre_cosines(np.stack([k.centre for k in kept]))
+        centres = np.stack([k.centre for k in kept])
+        nearest = nearest_centre_cosines(centres)
         report.nearest_centres = nearest
         report.nearest_centre_quantiles = {f"q{q:02d}": float(np.percentile(nearest, q)) for q in (50, 90, 99, 100)}
-    groups: list[list[int]] = []
-    if options.merge_threshold is not None and len(kept) > 1:
-        groups = group_close_centres(np.stack([k.centre for k in kept]), options.merge_threshold)
+        if options.merge_threshold is not None:
+            groups = group_close_centres(centres, options.merge_threshold)
         report.close_groups = [[kept[i].name for i in g] for g in groups]
 
     target: dict[int, str | None] = {i: kept[i].name for i in range(len(kept))}
@@ -299,6 +302,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="what to do with identities closer than --merge-threshold",
     )
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument(
+        "--no-teacher-cache",
+        action="store_true",
+        help="do not keep the embeddings as --out's distillation cache (saves memory on huge sets)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -324,7 +332,7 @@ def main(args: argparse.Namespace) -> int:
         options,
         dst=args.out,
         report_dir=args.report,
-        teacher_ref=args.manifest,
+        teacher_ref=None if args.no_teacher_cache else args.manifest,
         progress=not args.no_progress,
     )
     print(json.dumps(report.summary()))
