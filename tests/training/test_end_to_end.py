@@ -45,7 +45,7 @@ ORL_DEV = [f"s{i}" for i in range(1, 21)]
 SHARED_GENERATOR = REPO.parent / "shared" / "assets" / "synthetic" / "dcgan_digiface_64px.tar"
 
 # Sizes: minutes on two busy cores. Training is the cost (MobileFaceNet, ~10 images/s there).
-TRAIN = {"identities": 16, "images": 8}  # seed 0, made by `train` itself (data.kind = "synthetic")
+TRAIN = {"identities": 32, "images": 8}  # seed 0, made by `train` itself (data.kind = "synthetic")
 HELD_OUT = {"identities": 10, "images": 6}  # seed 1: people the model never saw
 EPOCHS = 5
 MIN_AUC_GAIN = 0.05
