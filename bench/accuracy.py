@@ -30,13 +30,14 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.common import ORL, OUT, machine, publish, shared_asset, write_json
+from bench.common import ORL, OUT, machine, report_written, shared_asset, write_json
 from service.vision.align import align_face
 from service.vision.decode import decode_image
 from service.vision.detect import DetectorOptions, YuNetDetector, largest_face
 from service.vision.embed import OnnxEmbedder
 from service.vision.models import load_detector_model, load_embedder_model
 from training.metrics import SearchResults, det_curve, search, search_metrics, threshold_at_rate
+from training.plots import save_figure
 
 ENROLLED = range(1, 11)
 NEVER_ENROLLED = range(11, 21)
@@ -201,10 +202,7 @@ def plot_scores(per_model: dict[str, tuple[SearchResults, float]], path: Path, t
         ax.set_ylabel("searches")
         ax.set_title(f"{name}: {title}", fontsize="small")
         ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -274,9 +272,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             plot_dets(curves, args.out / f"accuracy_det_{k}.png", f"ORL open-set, {k} photo(s) enrolled per person")
         )
     json_path = write_json(args.out / "accuracy.json", report)
-    print(json_path, *paths)
-    if args.publish:
-        publish(json_path, *paths)
+    report_written(json_path, *paths, publish_results=args.publish)
     return report
 
 

@@ -126,6 +126,13 @@ def figure(size: tuple[float, float] = (7.0, 4.5)) -> Any:
     return Figure(figsize=size, dpi=100)
 
 
+def report_written(*paths: Path, publish_results: bool) -> None:
+    """Say where a benchmark's report and plots are, and with --publish copy them to bench/results/."""
+    print(*paths)
+    if publish_results:
+        publish(*paths)
+
+
 def publish(*paths: Path) -> list[Path]:
     """Copy finished reports and plots to bench/results/ (committed; keep them small)."""
     import shutil

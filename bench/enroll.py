@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import FACE_640, ORL, OUT, machine, publish, write_json
+from bench.common import FACE_640, ORL, OUT, machine, report_written, write_json
 
 TARGET_PHOTOS_PER_S = 8.0
 
@@ -98,9 +98,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["startup_s"] = round(startup_s, 2)
     report["machine"]["load_average_after"] = machine()["load_average_1_5_15"]
     path = write_json(args.out / "enroll.json", report)
-    print(path)
-    if args.publish:
-        publish(path)
+    report_written(path, publish_results=args.publish)
     return report
 
 

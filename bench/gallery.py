@@ -27,6 +27,7 @@ import gc
 import math
 import os
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,9 @@ import faiss
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.common import OUT, figure, machine, publish, rss_bytes, write_json
+from bench.common import OUT, figure, machine, report_written, rss_bytes, write_json
 from service.gallery import FaissGallery
+from training.plots import save_figure
 
 FACES_PER_IDENTITY = 2
 SAME_PERSON_COSINE = 0.7
@@ -144,20 +146,35 @@ def bench_service_index(
     out["recall_at_1"] = round(float(np.mean(found == exact_identity)), 4)
     if kind == "hnsw":
         hnsw: Any = getattr(faiss.downcast_index(index.index), "hnsw")  # noqa: B009 (SWIG, untyped)
-        sweep = []
-        for ef in HNSW_EF:
-            hnsw.efSearch = ef
-            _, hit = index.search(q, 1)
-            sweep.append(
-                {
-                    "ef_search": ef,
-                    "raw": per_query(lambda v: index.search(v[None], 1), q, limit_s=5.0),
-                    "recall_at_1": round(float(np.mean(owner[hit[:, 0]] == exact_identity)), 4),
-                }
-            )
-        out["ef_sweep"] = sweep
+        out["ef_sweep"] = recall_sweep(
+            "ef_search", HNSW_EF, lambda ef: setattr(hnsw, "efSearch", ef), index, q, owner, exact_identity
+        )
         out["service_ef_search"] = gallery.hnsw_ef_search
     return out
+
+
+def recall_sweep(
+    name: str,
+    values: Sequence[int],
+    apply: Callable[[int], object],
+    index: Any,
+    q: NDArray[np.float32],
+    owner: NDArray[np.int64],
+    exact_identity: NDArray[np.int64],
+) -> list[dict[str, Any]]:
+    """Per value of a search knob (efSearch, nprobe): the raw index's time per query and its recall@1."""
+    sweep = []
+    for value in values:
+        apply(value)
+        _, hit = index.search(q, 1)
+        sweep.append(
+            {
+                name: value,
+                "raw": per_query(lambda v: index.search(v[None], 1), q, limit_s=5.0),
+                "recall_at_1": round(float(np.mean(owner[hit[:, 0]] == exact_identity)), 4),
+            }
+        )
+    return sweep
 
 
 def bench_ivf(
@@ -172,19 +189,8 @@ def bench_ivf(
     ivf.train(sample)
     ivf.add(faces)
     build_s = time.perf_counter() - t0
-    sweep: list[dict[str, Any]] = []
-    for nprobe in IVF_NPROBE:
-        if nprobe > nlist:
-            break
-        ivf.nprobe = nprobe
-        _, hit = ivf.search(q, 1)
-        sweep.append(
-            {
-                "nprobe": nprobe,
-                "raw": per_query(lambda v: ivf.search(v[None], 1), q, limit_s=5.0),
-                "recall_at_1": round(float(np.mean(owner[hit[:, 0]] == exact_identity)), 4),
-            }
-        )
+    nprobes = [p for p in IVF_NPROBE if p <= nlist]
+    sweep = recall_sweep("nprobe", nprobes, lambda p: setattr(ivf, "nprobe", p), ivf, q, owner, exact_identity)
     chosen = next((s for s in sweep if s["recall_at_1"] >= TARGET_RECALL), sweep[-1])
     return {
         "nlist": nlist,
@@ -228,10 +234,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
         ax.set_title(f"{dim}-d; dashed 60 ms, dotted 5 ms target")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -289,9 +292,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["machine"]["load_average_after"] = machine()["load_average_1_5_15"]
     write_json(json_path, report)
     png_path = plot(report, args.out / "gallery.png")
-    print(json_path, png_path)
-    if args.publish:
-        publish(json_path, png_path)
+    report_written(json_path, png_path, publish_results=args.publish)
     return report
 
 

@@ -103,6 +103,7 @@ async def run_load(
 
 def plot_histogram(results: list[dict[str, Any]], path: Path) -> Path:
     from bench.common import figure
+    from training.plots import save_figure
 
     images = sorted({r.get("image", "") for r in results})
     fig = figure((6.0 * len(images), 4.0))
@@ -115,10 +116,7 @@ def plot_histogram(results: list[dict[str, Any]], path: Path) -> Path:
         ax.set_xlabel("latency (ms)")
         ax.set_ylabel("requests")
         ax.legend(fontsize="small")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def _free_port() -> int:
@@ -205,7 +203,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--plot", type=Path, default=None, help="histogram PNG (default: next to --out)")
     parser.add_argument("--publish", action="store_true", help="copy the JSON and PNG to bench/results/")
     args = parser.parse_args(argv)
-    from bench.common import machine, publish
+    from bench.common import machine, report_written
 
     paths = list(args.image)
     if args.phone_photo:
@@ -247,9 +245,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     report = {"machine": before, "load_average_after": machine()["load_average_1_5_15"], "runs": results}
     args.out.write_text(json.dumps(report, indent=1))
     plot = plot_histogram(results, args.plot or args.out.with_suffix(".png"))
-    print(args.out, plot)
-    if args.publish:
-        publish(args.out, plot)
+    report_written(args.out, plot, publish_results=args.publish)
     return results
 
 

@@ -24,7 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import OUT, machine, publish, write_json
+from bench.common import OUT, machine, report_written, write_json
+from training.plots import save_figure
 
 # name -> `--set` overrides of the config. The heads at the scale and margins the
 # CPU recipe uses (s = 32 for a few hundred to a few thousand classes).
@@ -115,9 +116,7 @@ def plot(results: dict[str, dict[str, Any]], val: Sequence[Path], path: Path) ->
     ax.set_title("margin heads on validation (higher is better)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(loc="upper center", ncol=2 * len(val), fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -155,8 +154,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     args.out.mkdir(parents=True, exist_ok=True)
     paths = [write_json(args.out / "margins.json", report), plot(results, val, args.out / "margins.png")]
-    if args.publish:
-        publish(*paths)
+    report_written(*paths, publish_results=args.publish)
     for name, res in results.items():
         scores = "  ".join(f"{v.name}: AUC {res[v.name]['auc']:.3f}" for v in val)
         print(f"{name:24s} {scores}{'   <- best' if name == best else ''}")

@@ -24,13 +24,14 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.common import FACE_640, OUT, machine, publish, shared_asset, time_call, write_json
+from bench.common import FACE_640, OUT, machine, report_written, shared_asset, time_call, write_json
 from service.vision.align import align_face
 from service.vision.decode import DEFAULT_MAX_PIXELS, DecodedImage, decode_image
 from service.vision.detect import DetectorOptions, Face, YuNetDetector
 from service.vision.embed import OnnxEmbedder
 from service.vision.models import load_detector_model, load_embedder_model
 from service.vision.pipeline import FacePipeline
+from training.plots import save_figure
 
 STAGES = ("decode", "detect", "align", "embed")
 
@@ -145,10 +146,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
     ax.set_ylabel("median ms per image (stage by stage)")
     ax.set_title(f"In-process pipeline, {report['machine']['cores']} CPU cores; label: end-to-end median")
     ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def build_pipelines(threads: int, *, peers: bool = True) -> list[Pipeline]:
@@ -209,9 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report["machine"]["load_average_after"] = machine()["load_average_1_5_15"]
     json_path = write_json(args.out / "pipeline.json", report)
     png_path = plot(report, args.out / "pipeline.png")
-    print(json_path, png_path)
-    if args.publish:
-        publish(json_path, png_path)
+    report_written(json_path, png_path, publish_results=args.publish)
     return report
 
 

@@ -30,11 +30,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bench.accuracy import ENROLLED, NEVER_ENROLLED, cached_distractors, embed_batches, orl_crops
-from bench.common import OUT, machine, publish, shared_asset, write_json
+from bench.common import OUT, machine, report_written, shared_asset, write_json
 from service.threshold import GalleryAwareThreshold
 from service.vision.detect import DetectorOptions, YuNetDetector
 from service.vision.embed import OnnxEmbedder
 from service.vision.models import load_detector_model, load_embedder_model
+from training.plots import save_figure
 
 ENROLLED_PHOTOS = 3
 
@@ -111,9 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(count, row)
     json_path = write_json(args.out / "threshold.json", report)
     plot = _plot(report, args.out / "threshold_fpir.png")
-    print(json_path, plot)
-    if args.publish:
-        publish(json_path, plot)
+    report_written(json_path, plot, publish_results=args.publish)
     return report
 
 
@@ -161,8 +160,7 @@ def _plot(report: dict[str, Any], path: Path) -> Path:
     ax_fpir.legend(fontsize=7)
     ax_dir.legend(fontsize=7)
     fig.suptitle("SFace: fixed threshold vs gallery-aware threshold (ORL + DCGAN distractors)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

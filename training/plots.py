@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,14 +28,15 @@ def _save(fig: Figure, ax: Axes, path: Path, title: str) -> Path:
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="best", fontsize="small")
-    return _write(fig, path)
+    return save_figure(fig, path)
 
 
-def _write(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path, **savefig: Any) -> Path:
+    """Lay the figure out and write it as PNG to `path`, making the folder; the benchmarks use it too."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", **savefig)
     return path
 
 
@@ -115,4 +116,4 @@ def plot_clean(
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left", fontsize="small")
-    return _write(fig, path)
+    return save_figure(fig, path)
