@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -184,19 +184,23 @@ def measure(url: str, faces: int, server: bool) -> dict[str, Any]:
     return result
 
 
+def fill_and_measure(url: str, fill: Callable[[], None], faces: int, server: bool) -> dict[str, Any]:
+    """Migrate an empty database, time `fill` (the bulk insert), then measure start-up on it."""
+    store = Store.from_url(url)
+    upgrade(store.engine)
+    store.close()
+    start = time.monotonic()
+    fill()
+    insert = time.monotonic() - start
+    return {"insert_s": round(insert, 1), **measure(url, faces, server)}
+
+
 def run(database: str, faces: int, seed: int, server: bool, keep: bool, workdir: Path) -> dict[str, Any]:
     if database == "sqlite":
         path = workdir / f"startup_{faces}.db"
         path.unlink(missing_ok=True)
-        url = f"sqlite:///{path}"
-        store = Store.from_url(url)
-        upgrade(store.engine)
-        store.close()
-        start = time.monotonic()
-        fill_sqlite(path, faces, seed)
-        insert = time.monotonic() - start
         try:
-            return {"insert_s": round(insert, 1), **measure(url, faces, server)}
+            return fill_and_measure(f"sqlite:///{path}", lambda: fill_sqlite(path, faces, seed), faces, server)
         finally:
             if not keep:
                 path.unlink(missing_ok=True)
@@ -206,13 +210,7 @@ def run(database: str, faces: int, seed: int, server: bool, keep: bool, workdir:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(POSTGRES).set(database=name).render_as_string(hide_password=False)
     try:
-        store = Store.from_url(url)
-        upgrade(store.engine)
-        store.close()
-        start = time.monotonic()
-        fill_postgres(url, faces, seed)
-        insert = time.monotonic() - start
-        return {"insert_s": round(insert, 1), **measure(url, faces, server)}
+        return fill_and_measure(url, lambda: fill_postgres(url, faces, seed), faces, server)
     finally:
         if not keep:
             with admin.connect() as conn:
