@@ -476,13 +476,18 @@ def _build_dataset(cfg: ExperimentConfig, world: Distributed) -> FaceDataset:
     """The training set, built by rank 0 before the others.
 
     `synthetic` data are generated on first use; one rank writes them while the
-    others wait, then find them complete and only read them.
+    others wait, then find them complete and only read them. Rank 0 counts the
+    classes and hands the count on, so a RecordIO without identity records is read
+    in full once, not once per rank.
     """
-    if world.enabled and not world.is_main:
-        dist.barrier()  # until rank 0 has built (and, for `synthetic`, written) the set
-    dataset = cast(FaceDataset, build_dataset(cfg.data, train=True))
-    if world.enabled and world.is_main:
-        dist.barrier()
+    shared: list[int | None] = [None]
+    if world.is_main:
+        dataset = cast(FaceDataset, build_dataset(cfg.data, train=True))
+        shared = [dataset.num_classes]
+    if world.enabled:
+        dist.broadcast_object_list(shared, src=0)  # the others wait here until rank 0 has built the set
+    if not world.is_main:
+        dataset = cast(FaceDataset, build_dataset(cfg.data, train=True, num_classes=shared[0]))
     return dataset
 
 

@@ -24,11 +24,12 @@ class FaceDataset(Protocol):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]: ...
 
 
-def build_dataset(cfg: DataConfig, train: bool) -> Dataset[tuple[torch.Tensor, int]]:
+def build_dataset(cfg: DataConfig, train: bool, num_classes: int | None = None) -> Dataset[tuple[torch.Tensor, int]]:
     """The dataset `cfg.kind` names, at `cfg.root`; flips only when training with `cfg.flip`.
 
     `synthetic` generates the identities into `cfg.root` first when they are not
-    complete there (resumable), then reads them as a folder.
+    complete there (resumable), then reads them as a folder. `num_classes`, when known
+    (another rank counted them), spares a RecordIO without identity records a full pass.
     """
     root = Path(cfg.root)
     flip = bool(train and cfg.flip)
@@ -39,7 +40,7 @@ def build_dataset(cfg: DataConfig, train: bool) -> Dataset[tuple[torch.Tensor, i
     if cfg.kind == "recordio":
         from training.data.recordio import RecordIODataset
 
-        return RecordIODataset(root, flip=flip)
+        return RecordIODataset(root, flip=flip, num_classes=num_classes)
     if cfg.kind == "synthetic":
         from training.data.folder import FolderDataset
         from training.data.synthetic import SynthOptions, generate_identities

@@ -21,11 +21,12 @@ records): images are records 1 .. label[0]-1 with their class label (a scalar, o
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 import torch
@@ -117,28 +118,87 @@ def read_frames(fh: IO[bytes]) -> bytes | None:
             return _MAGIC_BYTES.join(parts)
 
 
-def read_index(path: Path) -> dict[int, int]:
-    """`.idx` text -> {key: byte offset}, in file order."""
-    index: dict[int, int] = {}
-    with open(path) as fh:
-        for line_no, line in enumerate(fh, 1):
-            fields = line.strip().split("\t")
-            if fields == [""]:
-                continue
-            if len(fields) != 2:
-                raise ValueError(f"{path}:{line_no}: expected 'key<TAB>offset', got {line!r}")
-            index[int(fields[0])] = int(fields[1])
-    return index
+class RecordIndex:
+    """The `.idx` as two int64 arrays sorted by key: about 16 bytes a record, shared by forked workers.
+
+    A Python dict of 42M keys costs about 4.5 GiB in every process; two numpy arrays
+    are 0.67 GB, and forked DataLoader workers share their pages (no refcounts touch them).
+    """
+
+    def __init__(self, keys: NDArray[np.int64], offsets: NDArray[np.int64]) -> None:
+        order = np.argsort(keys, kind="stable")
+        self.keys = np.ascontiguousarray(keys[order])
+        self.offsets = np.ascontiguousarray(offsets[order])
+        if len(self.keys) > 1 and bool((self.keys[1:] == self.keys[:-1]).any()):
+            raise ValueError("the .idx lists a key twice")
+
+    def _find(self, key: int) -> int:
+        i = int(np.searchsorted(self.keys, key))
+        return i if i < len(self.keys) and int(self.keys[i]) == key else -1
+
+    def __contains__(self, key: int) -> bool:
+        return self._find(key) >= 0
+
+    def __getitem__(self, key: int) -> int:
+        i = self._find(key)
+        if i < 0:
+            raise KeyError(key)
+        return int(self.offsets[i])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def count_between(self, lo: int, hi: int) -> int:
+        """How many keys lie in [lo, hi)."""
+        return int(np.searchsorted(self.keys, hi) - np.searchsorted(self.keys, lo))
+
+
+_INDEX_CHUNK = 1 << 22  # bytes of .idx text parsed at a time
+
+
+def read_index(path: Path) -> RecordIndex:
+    """`.idx` text (`key<TAB>offset` lines) -> a `RecordIndex`, parsed in chunks with numpy."""
+    keys: list[NDArray[np.int64]] = []
+    offsets: list[NDArray[np.int64]] = []
+    line_no = 0
+    with open(path, "rb") as fh:
+        while True:
+            lines = fh.readlines(_INDEX_CHUNK)
+            if not lines:
+                break
+            chunk = b"".join(lines)
+            tokens = chunk.split()
+            if len(tokens) % 2 or chunk.count(b"\t") != len(tokens) // 2:
+                for i, line in enumerate(lines, line_no + 1):
+                    if line.strip() and len(line.strip().split(b"\t")) != 2:
+                        raise ValueError(
+                            f"{path}:{i}: expected 'key<TAB>offset', got {line.decode(errors='replace')!r}"
+                        )
+            try:
+                pairs = np.array(tokens, dtype=np.bytes_).astype(np.int64).reshape(-1, 2)
+            except ValueError as error:
+                raise ValueError(f"{path}: after line {line_no}: expected integer 'key<TAB>offset' lines") from error
+            keys.append(pairs[:, 0])
+            offsets.append(pairs[:, 1])
+            line_no += len(lines)
+    empty = np.zeros(0, dtype=np.int64)
+    return RecordIndex(np.concatenate(keys) if keys else empty, np.concatenate(offsets) if offsets else empty)
 
 
 class IndexedRecordReader:
-    """Random access to records by key. The file handle opens lazily, per process (DataLoader workers)."""
+    """Random access to records by key.
+
+    The file handle opens lazily and reopens in a new process: a handle inherited through
+    fork shares its offset with the parent, and two processes seeking it read each
+    other's frames ("bad RecordIO magic").
+    """
 
     def __init__(self, rec_path: Path, idx_path: Path) -> None:
         self.rec_path = Path(rec_path)
         self.idx_path = Path(idx_path)
         self.index = read_index(self.idx_path)
         self._fh: IO[bytes] | None = None
+        self._pid = -1
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -149,8 +209,10 @@ class IndexedRecordReader:
         return key in self.index
 
     def read(self, key: int) -> bytes:
-        if self._fh is None:
+        if self._fh is None or self._pid != os.getpid():
+            # After a fork the inherited handle is left alone (closing it is harmless but not needed).
             self._fh = open(self.rec_path, "rb")  # noqa: SIM115 - kept open for random access
+            self._pid = os.getpid()
         self._fh.seek(self.index[key])
         record = read_frames(self._fh)
         if record is None:
@@ -162,7 +224,8 @@ class IndexedRecordReader:
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            if self._pid == os.getpid():
+                self._fh.close()
             self._fh = None
 
 
@@ -221,35 +284,73 @@ def write_face_records(
             if key == start:
                 raise ValueError(f"identity {label} has no images")
             ranges.append((start, key))
-        end = key
-        writer.write(0, pack(IRHeader(0, (float(end), float(end + len(ranges))), 0), b""))
-        for start, stop in ranges:
-            writer.write(key, pack(IRHeader(0, (float(start), float(stop)), key), b""))
-            key += 1
-    return end - 1, len(ranges)
+        for header_key, record in face_header_records(ranges):
+            writer.write(header_key, record)
+    return key - 1, len(ranges)
+
+
+def face_header_records(ranges: Sequence[tuple[int, int]]) -> Iterable[tuple[int, bytes]]:
+    """Record 0 and the identity records for images 1..N grouped into `ranges`, in face2rec2's order.
+
+    The format stores these integers as float32, exact only up to 2^24: past that they
+    are rounded (42474559 is stored as 42474560). `read_layout` recovers the exact keys
+    from the records themselves, so the files stay byte-compatible with InsightFace's.
+    """
+    end = ranges[-1][1] if ranges else 1
+    yield 0, pack(IRHeader(0, (float(end), float(end + len(ranges))), 0), b"")
+    for i, (start, stop) in enumerate(ranges):
+        yield end + i, pack(IRHeader(0, (float(start), float(stop)), end + i), b"")
 
 
 @dataclass(frozen=True)
 class FaceRecordLayout:
-    """What record 0 says: image keys and (when present) identity [start, end) ranges."""
+    """What record 0 says: the image keys, and how many identity records follow them."""
 
     image_keys: NDArray[np.int64]
-    identity_ranges: list[tuple[int, int]]
+    num_identities: int  # 0 for a plain image list without the face header
 
 
-def read_layout(reader: IndexedRecordReader) -> FaceRecordLayout:
-    header = reader.header(0) if 0 in reader else None
-    if header is not None and header.flag > 0:
-        first_identity, end_identity = (int(v) for v in header.labels[:2])
-        image_keys = np.arange(1, first_identity, dtype=np.int64)
-        ranges = []
-        for key in range(first_identity, end_identity):
-            if key in reader:
-                lo, hi = reader.header(key).labels[:2]
-                ranges.append((int(lo), int(hi)))
-        return FaceRecordLayout(image_keys, ranges)
+_EXACT_FLOAT32 = 1 << 24  # every integer up to this is exact in float32
+
+
+class _Reader(Protocol):
+    index: RecordIndex
+
+    def read(self, key: int) -> bytes: ...
+
+
+def _is_identity_record(reader: _Reader, key: int) -> bool:
+    """An identity record: an array label ([start, end)) and no image after the header."""
+    if key not in reader.index:
+        return False
+    header, payload = unpack(reader.read(key))
+    return header.flag >= 2 and not payload
+
+
+def _exact_key(reader: _Reader, stored: float, *, last: bool) -> int:
+    """The integer a float32 header field meant: the first (or, with `last`, one past the last)
+    identity record within the rounding window around `stored`."""
+    if stored < _EXACT_FLOAT32:
+        return int(stored)
+    radius = int(np.spacing(np.float32(stored)))  # rounding moved it by at most half of this
+    window = range(int(stored) - radius, int(stored) + radius + 1)
+    found = [key for key in window if _is_identity_record(reader, key)]
+    if not found:
+        raise ValueError(f"no identity record near key {int(stored)}: the .rec header does not match its index")
+    return found[-1] + 1 if last else found[0]
+
+
+def read_layout(reader: _Reader) -> FaceRecordLayout:
+    """Image keys 1 .. first_identity-1 and the identity count, exact past 2^24 images."""
+    if 0 in reader.index:
+        header = unpack(reader.read(0))[0]
+        if header.flag > 0:
+            first_identity = _exact_key(reader, header.labels[0], last=False)
+            end_identity = _exact_key(reader, header.labels[1], last=True)
+            image_keys = np.arange(1, first_identity, dtype=np.int64)
+            return FaceRecordLayout(image_keys, reader.index.count_between(first_identity, end_identity))
     # A plain image list without the face header (arcface_torch falls back to all keys).
-    return FaceRecordLayout(np.array(sorted(reader.index), dtype=np.int64), [])
+    return FaceRecordLayout(reader.index.keys.copy(), 0)
 
 
 def image_label(header: IRHeader) -> int:
@@ -263,16 +364,23 @@ def read_image(reader: IndexedRecordReader, key: int) -> tuple[NDArray[np.uint8]
 
 
 class RecordIODataset(Dataset[tuple[torch.Tensor, int]]):
-    """`train.rec` + `train.idx` in `root` as (3, 112, 112) tensors in [-1, 1] and int labels."""
+    """`train.rec` + `train.idx` in `root` as (3, 112, 112) tensors in [-1, 1] and int labels.
 
-    def __init__(self, root: Path, *, flip: bool = False, name: str = "train") -> None:
+    `num_classes` comes from the identity records; a `.rec` without them is read in full
+    to find the largest label, unless the caller passes `num_classes` (under DDP rank 0
+    counts once and shares the figure).
+    """
+
+    def __init__(self, root: Path, *, flip: bool = False, name: str = "train", num_classes: int | None = None) -> None:
         root = Path(root)
         self.reader = IndexedRecordReader(root / f"{name}.rec", root / f"{name}.idx")
         layout = read_layout(self.reader)
         self.keys = layout.image_keys
         self.flip = flip
-        if layout.identity_ranges:
-            self.num_classes = len(layout.identity_ranges)
+        if num_classes is not None:
+            self.num_classes = num_classes
+        elif layout.num_identities:
+            self.num_classes = layout.num_identities
         else:
             # No identity records: the labels themselves are the only source (one pass over headers).
             self.num_classes = 1 + max(image_label(self.reader.header(int(k))) for k in self.keys)
