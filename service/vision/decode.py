@@ -3,42 +3,85 @@
 The header is read before any pixel is decoded, so a decompression bomb is refused
 from its declared size. EXIF orientation is applied; grayscale, palette and alpha
 images become plain RGB (alpha composited on white).
+
+The bytes come from clients, so every failure to decode them is an `InvalidImage`
+(or `UnsupportedImageType`, `ImageTooLarge`): no other exception leaves this module.
 """
 
 from __future__ import annotations
 
 import io
+import logging
+import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from numpy.typing import NDArray
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
-from service.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
+from service.errors import FaceIdError, ImageTooLarge, InvalidImage, UnsupportedImageType
 
-# Pillow's format names. PPM covers the PGM/PPM files of classic face sets (ORL).
-SUPPORTED_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "BMP", "PPM"})
+log = logging.getLogger(__name__)
+
+# Pillow's format names. PPM covers the PGM/PPM files of classic face sets (ORL). MPO is
+# a JPEG followed by more pictures (phones' gain maps, stereo pairs): its first frame,
+# the one Pillow opens, is the primary image.
+SUPPORTED_FORMATS = frozenset({"JPEG", "MPO", "PNG", "WEBP", "BMP", "PPM"})
 DEFAULT_MAX_PIXELS = 40_000_000
+
+_JPEG_FORMATS = frozenset({"JPEG", "MPO"})
+# What Pillow raises on malformed bytes in the ordinary way.
+_UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+_ORIENTATIONS = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+
+
+@contextmanager
+def _client_bytes() -> Iterator[None]:
+    """Whatever else Pillow raises on client bytes is still a bad image, not a server error.
+
+    Such exceptions are Pillow bugs met on malformed files (the fuzzer found ZeroDivisionError
+    and struct.error), so they are logged with their traceback. MemoryError is left alone:
+    it is the server running short, not the client's image.
+    """
+    try:
+        yield
+    except (FaceIdError, MemoryError):
+        raise
+    except Exception as exc:
+        log.warning("unexpected %s while decoding an image", type(exc).__name__, exc_info=True)
+        raise InvalidImage("the image could not be decoded") from exc
 
 
 def _open(data: bytes) -> Image.Image:
     if not data:
         raise InvalidImage("the file is empty")
     try:
-        # Pillow's own bomb guard is replaced by the explicit check in decode_image.
+        # Pillow's own bomb guard is replaced by the explicit check in _decode.
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as exc:
         raise ImageTooLarge(str(exc)) from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+    except (UnidentifiedImageError, *_UNREADABLE) as exc:
         raise InvalidImage("the file is not a readable image") from exc
 
 
 def probe_image(data: bytes) -> tuple[str, int, int]:
     """(format, width, height) from the header alone, without decoding pixels."""
-    image = _open(data)
-    return str(image.format), image.width, image.height
+    with _client_bytes():
+        image = _open(data)
+        return str(image.format), image.width, image.height
 
 
 def decode_image(
@@ -53,50 +96,75 @@ def decode_image(
     the smallest size whose long side is still at least `draft_max_side`: several
     times cheaper than a full decode, and a properly filtered downscale.
     """
-    image = _open(data)
-    fmt = image.format
-    if fmt not in SUPPORTED_FORMATS:
-        raise UnsupportedImageType(
-            f"image type {fmt or 'unknown'} is not supported; use one of {', '.join(sorted(SUPPORTED_FORMATS))}"
-        )
-    width, height = image.size
-    if width <= 0 or height <= 0:
-        raise InvalidImage("the image has no pixels")
-    if width * height > max_pixels:
-        raise ImageTooLarge(f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+    return _decode(data, max_pixels, draft_max_side)[0]
+
+
+def _decode(data: bytes, max_pixels: int, draft_max_side: int | None) -> tuple[NDArray[np.uint8], tuple[int, int]]:
+    """The pixels, and the (width, height) of the full-resolution image, orientation applied."""
+    with _client_bytes():
+        image = _open(data)
+        fmt = image.format
+        if fmt not in SUPPORTED_FORMATS:
+            raise UnsupportedImageType(
+                f"image type {fmt or 'unknown'} is not supported; "
+                f"use one of {', '.join(sorted(SUPPORTED_FORMATS - {'MPO'}))}"
+            )
+        width, height = image.size
+        if width <= 0 or height <= 0:
+            raise InvalidImage("the image has no pixels")
+        if width * height > max_pixels:
+            raise ImageTooLarge(f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
+        reduce = bool(draft_max_side) and max(width, height) >= 2 * (draft_max_side or 0)
+        try:
+            if reduce and fmt in _JPEG_FORMATS:
+                scale = max(width, height) / (draft_max_side or 1)
+                # At least 1: a 3000x2 strip would otherwise ask for a height of 0.
+                image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
+            image.load()
+            orientation = _orientation(image)
+            if orientation is not None:
+                image = image.transpose(_ORIENTATIONS[orientation])
+            rgb = _to_rgb(image)
+        except _UNREADABLE as exc:
+            raise InvalidImage(f"the image could not be decoded: {exc}") from exc
+        full_size = (height, width) if orientation in _SWAPS_AXES else (width, height)
+        return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8)), full_size
+
+
+def _orientation(image: Image.Image) -> int | None:
+    """The EXIF (or XMP) orientation to undo, or None when there is none or it cannot be read.
+
+    Read by hand rather than with ImageOps.exif_transpose, which also re-encodes the
+    whole EXIF block and fails on any broken tag in it. A broken block is ignored: the
+    pixels are still good.
+    """
     try:
-        if draft_max_side and fmt == "JPEG" and max(width, height) >= 2 * draft_max_side:
-            scale = max(width, height) / draft_max_side
-            image.draft("RGB", (int(width / scale), int(height / scale)))
-        image.load()
-        image = ImageOps.exif_transpose(image) or image
-        rgb = _to_rgb(image)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise InvalidImage(f"the image could not be decoded: {exc}") from exc
-    return np.ascontiguousarray(np.asarray(rgb, dtype=np.uint8))
+        value = image.getexif().get(ExifTags.Base.Orientation)
+    except Exception:  # any failure to parse optional metadata means "no orientation"
+        log.debug("unreadable EXIF ignored", exc_info=True)
+        return None
+    return value if isinstance(value, int) and value in _ORIENTATIONS else None
 
 
 class DecodedImage:
     """An image decoded at reduced scale, with the full resolution one call away.
 
-    `reduced` is what detection looks at. `full()` decodes every pixel, once, when a
-    face is too small in `reduced` to be aligned from it. `scale` maps reduced
-    coordinates to full-resolution ones.
+    `reduced` is what detection looks at. `full()` decodes
+    every pixel, once, when a face is too small in `reduced` to be aligned from it.
+    `scale` maps reduced coordinates to full-resolution ones.
     """
 
     def __init__(self, data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, reduced_side: int | None = None) -> None:
         self._data = data
         self._max_pixels = max_pixels
-        _, width, height = probe_image(data)
-        self.reduced = decode_image(data, max_pixels, draft_max_side=reduced_side)
-        self.scale = max(width, height) / max(self.reduced.shape[:2])
+        self.reduced, self._size = _decode(data, max_pixels, reduced_side)
+        self.scale = max(self._size) / max(self.reduced.shape[:2])
         self._full: NDArray[np.uint8] | None = self.reduced if self.scale == 1.0 else None
 
     @property
     def size(self) -> tuple[int, int]:
         """(width, height) at full resolution, orientation applied."""
-        h, w = self.reduced.shape[:2]
-        return round(w * self.scale), round(h * self.scale)
+        return self._size
 
     def full(self) -> NDArray[np.uint8]:
         if self._full is None:

@@ -17,6 +17,10 @@ from service.vision.align import align_face
 from service.vision.decode import DEFAULT_MAX_PIXELS, DecodedImage
 from service.vision.detect import Detector, Face
 
+# Fewer rows or columns than this, at the scale the detector looks at, cannot hold a face
+# (a 3000x2 strip is a valid image); the detector is not asked, as it would scale them to nothing.
+MIN_DETECT_SIDE = 8
+
 
 def enrollment_face(faces: Sequence[Face], ambiguous_ratio: float) -> Face:
     """The labelled person's face: the largest, unless a second is at least `ambiguous_ratio` of its area."""
@@ -43,10 +47,14 @@ class FacePipeline:
         with timings.stage("decode"):
             image = DecodedImage(data, self.max_image_pixels, reduced_side=self.detect_side)
         with timings.stage("detect"):
-            faces = self.detector.detect(image.reduced)
+            faces = self.detector.detect(image.reduced) if self._can_hold_a_face(image) else []
         if image.scale != 1.0:
             faces = [Face(f.box * image.scale, f.landmarks * image.scale, f.score) for f in faces]
         return image, faces
+
+    def _can_hold_a_face(self, image: DecodedImage) -> bool:
+        short, long = sorted(image.reduced.shape[:2])
+        return short * min(1.0, self.detect_side / long) >= MIN_DETECT_SIDE
 
     def crops(
         self,

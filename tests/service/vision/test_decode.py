@@ -7,8 +7,12 @@ import pytest
 from PIL import Image
 
 from service.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
-from service.vision.decode import decode_image, probe_image
-from tests.conftest import orl, photo
+from service.vision.decode import DecodedImage, decode_image, probe_image
+from service.vision.detect import YuNetDetector
+from service.vision.pipeline import FacePipeline
+from tests.conftest import FIXTURES, orl, photo
+
+REVIEW = FIXTURES / "review"
 
 
 def encode(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
@@ -92,8 +96,6 @@ def test_large_jpeg_can_be_drafted_at_reduced_scale() -> None:
 
 
 def test_decoded_image_detects_at_reduced_scale_and_keeps_full_resolution_at_hand() -> None:
-    from service.vision.decode import DecodedImage
-
     big = encode(Image.open(io.BytesIO(photo("obama.jpg"))).resize((3640, 4548)), "JPEG", quality=90)
     image = DecodedImage(big, reduced_side=640)
     assert image.scale == pytest.approx(4.0, rel=0.01)
@@ -102,3 +104,63 @@ def test_decoded_image_detects_at_reduced_scale_and_keeps_full_resolution_at_han
     assert image.full().shape == (4548, 3640, 3)
     small = DecodedImage(photo("obama.jpg"), reduced_side=640)  # under 2x the side: decoded as is
     assert small.scale == 1.0 and small.full() is small.reduced
+
+
+def test_a_thin_jpeg_decodes_at_reduced_scale() -> None:
+    # 3000x2: the reduced-size decode used to ask Pillow for a height of 0 (ZeroDivisionError, a 500).
+    data = (REVIEW / "thin.jpg").read_bytes()
+    image = DecodedImage(data, reduced_side=640)
+    assert image.size == (3000, 2)
+    assert image.reduced.shape[0] >= 1 and image.reduced.shape[1] >= 640
+    assert abs(int(image.reduced.mean()) - 90) < 4
+    assert image.full().shape == (2, 3000, 3)
+
+
+def test_a_thin_jpeg_has_no_face_through_the_pipeline(detector: YuNetDetector) -> None:
+    image, faces = FacePipeline(detector).find((REVIEW / "thin.jpg").read_bytes())
+    assert faces == [] and image.size == (3000, 2)
+
+
+def test_a_broken_exif_tag_does_not_stop_the_orientation_or_the_pixels() -> None:
+    # Orientation 6 is readable; tag 258 holds ASCII where Pillow expects a number, and
+    # Pillow's exif_transpose failed re-encoding it (struct.error, a 500).
+    out = decode_image((REVIEW / "exif258.jpg").read_bytes())
+    upright = decode_image(orl(1, 1))  # the same face, 92x112, without EXIF
+    assert out.shape == (92, 112, 3)  # rotated to display
+    assert np.abs(out.astype(int) - np.rot90(upright, k=-1).astype(int)).mean() < 6
+
+
+@pytest.mark.parametrize(
+    ("name", "size"),
+    [
+        ("crash_jpeg_exif_struct.bin", (80, 64)),  # a broken EXIF tag: the pixels are fine, and rotated
+        ("crash_jpeg_exif_zerodivision.bin", (48720, 64)),  # a 64x48720 strip drafted to a width of 0
+        ("crash_jpeg_zerodivision.bin", None),  # the same, and its data ends early
+    ],
+)
+def test_fuzzer_crashes_decode_or_are_invalid_images(name: str, size: tuple[int, int] | None) -> None:
+    data = (REVIEW / name).read_bytes()
+    if size is None:
+        with pytest.raises(InvalidImage):
+            DecodedImage(data, reduced_side=640)
+    else:
+        image = DecodedImage(data, reduced_side=640)
+        assert image.size == size and image.full().shape == (size[1], size[0], 3)
+
+
+def test_a_jpeg_with_a_second_picture_decodes_its_primary_image() -> None:
+    # MPO, as phones write for gain maps: Pillow calls it "MPO", and it was refused with 415.
+    data = (REVIEW / "obama_mpf.jpg").read_bytes()
+    out = decode_image(data)
+    plain = decode_image(photo("obama.jpg"))  # the same picture, without the second one
+    assert out.shape == plain.shape == (1137, 910, 3)
+    assert np.abs(out.astype(int) - plain.astype(int)).mean() < 5
+    drafted = DecodedImage(data, reduced_side=320)
+    assert drafted.scale == pytest.approx(2.0, rel=0.01) and drafted.size == (910, 1137)
+
+
+def test_a_jpeg_with_a_second_picture_gives_its_face_through_the_pipeline(detector: YuNetDetector) -> None:
+    image, faces = FacePipeline(detector).find((REVIEW / "obama_mpf.jpg").read_bytes())
+    assert len(faces) == 1 and faces[0].score > 0.8
+    (crop,) = FacePipeline(detector).crops([(image, faces[0])], (112, 112))
+    assert crop.shape == (112, 112, 3)
