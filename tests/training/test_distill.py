@@ -113,3 +113,21 @@ def test_training_with_sface_as_teacher_checkpoints_the_projection(
     assert not any(key.startswith("projection") for key in state["model"])  # export loads the backbone alone
     assert len(list(root.glob(".teacher-*.npy"))) == 1
     assert len(WithIndex(FolderDataset(root))[5]) == 3
+
+
+def test_teacher_matrix_is_not_a_buffer_ddp_broadcasts(tmp_path: Path) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    distiller = Distiller(student_size=8, teacher=unit(50, 16, seed=0), weight=1.0)
+    model = torch.nn.ModuleDict({"backbone": torch.nn.Linear(4, 8), "distiller": distiller})
+    assert not [name for name, _ in model.named_buffers() if "teacher" in name]
+    store = dist.FileStore(str(tmp_path / "store"), 1)
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        ddp = DistributedDataParallel(model)
+        assert all(buffer is not distiller.teacher for buffer in ddp.modules_buffers)  # not re-sent each step
+    finally:
+        dist.destroy_process_group()
+    model.to(torch.float64)  # .to() still moves (and casts) the matrix with the module
+    assert distiller.teacher.dtype == torch.float64 and distiller.teacher.shape == (50, 16)
