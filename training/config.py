@@ -56,7 +56,7 @@ class DataConfig:
     num_workers: int = 2
     batch_size: int = 128  # per process (per GPU)
     val_pairs: Path | None = None  # an InsightFace verification .bin, or an aligned folder to draw pairs from
-    val_num_pairs: int = 3000  # at most this many pairs from val_pairs
+    val_num_pairs: int = 3000  # at most this many pairs drawn from a val_pairs folder; a .bin is used whole
     flip: bool = True
     synthetic_identities: int = 100  # kind = "synthetic" only
     synthetic_images_per_identity: int = 20
