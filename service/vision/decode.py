@@ -34,6 +34,8 @@ DEFAULT_MAX_PIXELS = 40_000_000
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
 # What Pillow raises on malformed bytes in the ordinary way.
 _UNREADABLE = (OSError, ValueError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError)
+# Modes Image.reduce averages correctly (LA and RGBA with premultiplied alpha).
+_REDUCIBLE_MODES = frozenset({"L", "LA", "RGB", "RGBA"})
 _ORIENTATIONS = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
     3: Image.Transpose.ROTATE_180,
@@ -92,9 +94,12 @@ def decode_image(
 ) -> NDArray[np.uint8]:
     """Decode an image file to an (H, W, 3) uint8 RGB array, orientation applied.
 
-    With `draft_max_side`, a JPEG is decoded with DCT scaling (1/2, 1/4 or 1/8) to
-    the smallest size whose long side is still at least `draft_max_side`: several
-    times cheaper than a full decode, and a properly filtered downscale.
+    With `draft_max_side`, an image whose long side is at least twice that is returned
+    downscaled by an integer factor, to the smallest size whose long side is still at
+    least `draft_max_side`. A JPEG is decoded with DCT scaling (1/2, 1/4 or 1/8): several
+    times cheaper than a full decode, and a properly filtered downscale. Other formats
+    are decoded in full and box-filtered (Image.reduce) before anything else is done
+    with them, so only the reduced pixels outlive the call.
     """
     return _decode(data, max_pixels, draft_max_side)[0]
 
@@ -122,6 +127,8 @@ def _decode(data: bytes, max_pixels: int, draft_max_side: int | None) -> tuple[N
                 image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
             image.load()
             orientation = _orientation(image)
+            if reduce and fmt not in _JPEG_FORMATS:
+                image = _reduce(image, max(width, height) // (draft_max_side or 1))
             if orientation is not None:
                 image = image.transpose(_ORIENTATIONS[orientation])
             rgb = _to_rgb(image)
@@ -146,10 +153,17 @@ def _orientation(image: Image.Image) -> int | None:
     return value if isinstance(value, int) and value in _ORIENTATIONS else None
 
 
+def _reduce(image: Image.Image, factor: int) -> Image.Image:
+    """Box-filter downscale by `factor`; modes reduce cannot average become RGB first."""
+    if image.mode not in _REDUCIBLE_MODES:
+        image = _to_rgb(image)
+    return image.reduce(factor)
+
+
 class DecodedImage:
     """An image decoded at reduced scale, with the full resolution one call away.
 
-    `reduced` is what detection looks at. `full()` decodes
+    `reduced` is what detection looks at, and the only pixels kept. `full()` decodes
     every pixel, once, when a face is too small in `reduced` to be aligned from it.
     `scale` maps reduced coordinates to full-resolution ones.
     """

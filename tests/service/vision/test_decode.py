@@ -164,3 +164,38 @@ def test_a_jpeg_with_a_second_picture_gives_its_face_through_the_pipeline(detect
     assert len(faces) == 1 and faces[0].score > 0.8
     (crop,) = FacePipeline(detector).crops([(image, faces[0])], (112, 112))
     assert crop.shape == (112, 112, 3)
+
+
+def _checkerboard(width: int, height: int) -> Image.Image:
+    """1-pixel black and white squares: a filtered downscale gives grey, subsampling gives black or white."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    return Image.fromarray((((xx + yy) % 2) * 255).astype(np.uint8)).convert("RGB")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "BMP", "PPM"])
+def test_large_non_jpeg_keeps_only_a_filtered_reduced_copy(fmt: str) -> None:
+    source = _checkerboard(2600, 2000)
+    data = encode(source, fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    image = DecodedImage(data, reduced_side=640)
+    assert 640 <= max(image.reduced.shape[:2]) < 1280
+    assert image.reduced.nbytes < 2600 * 2000 * 3 / 8
+    assert image.scale == pytest.approx(4.0, rel=0.01) and image.size == (2600, 2000)
+    assert np.abs(image.reduced.astype(int) - 127).max() <= 2  # averaged, not subsampled
+    full = image.full()  # decoded again, on demand
+    assert full.shape == (2000, 2600, 3) and set(np.unique(full)) == {0, 255}
+
+
+def test_large_images_keep_alpha_16_bit_and_orientation_rules_when_reduced() -> None:
+    transparent = DecodedImage(encode(Image.new("RGBA", (2600, 1820), (0, 0, 0, 0)), "PNG"), reduced_side=640)
+    assert transparent.reduced.shape[:2] == (455, 650) and (transparent.reduced == 255).all()
+    grey16 = Image.fromarray(np.full((1820, 2600), 4000, np.uint16))
+    assert grey16.mode.startswith("I;16")
+    reduced = DecodedImage(encode(grey16, "PNG"), reduced_side=640).reduced
+    assert reduced.shape[:2] == (455, 650) and (reduced == 255).all()  # scaled to 8 bits, not clipped
+    wide = Image.new("RGB", (2600, 1820), (0, 0, 0))
+    wide.paste((255, 255, 255), (0, 0, 520, 1820))  # white band on the left
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    rotated = DecodedImage(encode(wide, "PNG", exif=exif.tobytes()), reduced_side=640)
+    assert rotated.size == (1820, 2600) and rotated.reduced.shape[:2] == (650, 455)
+    assert rotated.reduced[10, 227].mean() > 200 and rotated.reduced[-10, 227].mean() < 50  # the band is on top
