@@ -73,7 +73,7 @@ class OptimConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     betas: tuple[float, float] = (0.9, 0.999)
-    clip_grad_norm: float = 5.0  # 0 turns clipping off
+    clip_grad_norm: float = 5.0  # of the backbone's gradient (not the head's, as insightface); 0 turns it off
 
 
 @dataclass(frozen=True)

@@ -73,10 +73,16 @@ def arcface_margin(cosine: Tensor, labels: Tensor, m: float, easy_margin: bool =
 def combined_margin(cosine: Tensor, labels: Tensor, m1: float, m2: float, m3: float) -> Tensor:
     """Combined margin: cos(m1 * theta + m2) - m3 (SphereFace, ArcFace and CosFace in one).
 
-    Past theta_max = (pi - m2) / m1 the curve would turn back up; there the target
-    becomes cos(theta) - cos(theta_max) - 1 - m3, which meets the curve at theta_max
-    (value -1 - m3) and keeps decreasing.
+    Past theta_max = (pi - m2) / m1 the curve would turn back up. With m1 = 1 the
+    target there is ArcFace's own fallback cos(theta) - m2 * sin(m2) - m3, so (1, m, 0)
+    is ArcFace exactly, as in insightface's CombinedMarginLoss. Otherwise it becomes
+    cos(theta) - cos(theta_max) - 1 - m3, which meets the curve at theta_max (value
+    -1 - m3) and keeps decreasing.
     """
+    if m1 == 1.0:
+        return (
+            cosface_margin(arcface_margin(cosine, labels, m2), labels, m3) if m3 else arcface_margin(cosine, labels, m2)
+        )
     cos_t = _target(cosine, labels)
     theta = _theta(cos_t)
     theta_max = (math.pi - m2) / m1

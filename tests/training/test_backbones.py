@@ -61,3 +61,21 @@ def test_unknown_backbone_lists_the_choices() -> None:
     with pytest.raises(ValueError, match=r"unknown backbone 'resnet50'.*iresnet50.*mobilefacenet"):
         get_model(BackboneConfig(name="resnet50"))
     assert {"iresnet18", "iresnet34", "iresnet50", "iresnet100", "mobilefacenet"} <= set(BACKBONES)
+
+
+@pytest.mark.parametrize("name", ["iresnet18", "mobilefacenet"])
+def test_final_fc_and_bn_run_in_fp32_under_autocast(name: str) -> None:
+    # insightface casts to fp32 before the last FC and BN: the embedding the margin sees is not rounded to 16 bits.
+    torch.manual_seed(0)
+    model = get_model(BackboneConfig(name=name, embedding_size=64)).eval()
+    x = torch.randn(2, 3, 112, 112)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model(x)
+        captured: list[torch.Tensor] = []
+        hook = model.fc.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        model(x)
+        hook.remove()
+    with torch.no_grad():
+        expected = model.features(model.fc(captured[0].float()))  # the same input, FC and BN in fp32
+    assert y.dtype == torch.float32
+    torch.testing.assert_close(y, expected, rtol=1e-5, atol=1e-5)

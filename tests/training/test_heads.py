@@ -42,6 +42,8 @@ def ref_cosface(theta: float, m: float) -> float:
 def ref_combined(theta: float, m1: float, m2: float, m3: float) -> float:
     if m1 * theta + m2 <= math.pi:
         return math.cos(m1 * theta + m2) - m3
+    if m1 == 1.0:  # ArcFace's fallback, as insightface's CombinedMarginLoss
+        return math.cos(theta) - m2 * math.sin(m2) - m3
     theta_max = (math.pi - m2) / m1
     return math.cos(theta) - math.cos(theta_max) - 1 - m3
 
@@ -65,6 +67,11 @@ CASES: list[tuple[str, Callable[..., torch.Tensor], Callable[[float], float]]] =
         "combined",
         lambda c, y: combined_margin(c, y, m1=0.9, m2=0.4, m3=0.15),
         lambda t: ref_combined(t, 0.9, 0.4, 0.15),
+    ),
+    (
+        "combined-m1-is-1",
+        lambda c, y: combined_margin(c, y, m1=1.0, m2=0.4, m3=0.15),
+        lambda t: ref_combined(t, 1.0, 0.4, 0.15),
     ),
     (
         "combined-fallback",
@@ -126,9 +133,8 @@ def test_target_logit_decreases_monotonically_over_0_to_pi(margin: Callable[...,
 
 
 def test_combined_margin_reduces_to_arcface_and_cosface() -> None:
-    inside = (0.1, 1.0, 2.0)  # below pi - m, where both arcface variants agree
-    cosine, labels = cosines_at(inside, torch.float64)
-    assert torch.allclose(combined_margin(cosine, labels, 1.0, 0.5, 0.0), arcface_margin(cosine, labels, 0.5))
+    cosine, labels = cosines_at(ANGLES, torch.float64)  # 2.8 and 3.1 lie past pi - m: the fallback too
+    assert torch.equal(combined_margin(cosine, labels, 1.0, 0.5, 0.0), arcface_margin(cosine, labels, 0.5))
     cosine, labels = cosines_at(ANGLES, torch.float64)
     assert torch.allclose(combined_margin(cosine, labels, 1.0, 0.0, 0.35), cosface_margin(cosine, labels, 0.35))
 

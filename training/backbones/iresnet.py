@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from training.backbones.embedding import fc_bn_fp32
 from training.config import BackboneConfig
 
 LAYERS: dict[str, tuple[int, int, int, int]] = {
@@ -91,5 +92,4 @@ class IResNet(nn.Module):
         x = self.stem(x)  # (B, 64, 112, 112)
         x = self.stages(x)  # (B, 512, 7, 7)
         x = self.bn(x).flatten(1)  # (B, 512*7*7)
-        x = self.fc(self.dropout(x))  # (B, D)
-        return self.features(x)  # (B, D), not normalised
+        return fc_bn_fp32(self.fc, self.features, self.dropout(x))  # (B, D), not normalised

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from training.backbones.embedding import fc_bn_fp32
 from training.config import BackboneConfig
 
 # (expansion t, output channels c, repeats n, first stride s), from the paper's Table 1.
@@ -90,5 +91,4 @@ class MobileFaceNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.body(x).flatten(1)  # (B, 512)
-        x = self.fc(self.dropout(x))  # (B, D)
-        return self.features(x)  # (B, D), not normalised
+        return fc_bn_fp32(self.fc, self.features, self.dropout(x))  # (B, D), not normalised
