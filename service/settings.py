@@ -11,6 +11,7 @@ from dotenv import dotenv_values
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.cpus import available_cpus
 from service.vision.onnx import DEFAULT_PROVIDERS
 
 # FACEID_ variables that belong to the project's other tools, not to the service
@@ -96,13 +97,13 @@ class Settings(BaseSettings):
 
     @property
     def inference_jobs(self) -> int:
-        return self.inference_threads or os.cpu_count() or 1
+        return self.inference_threads or available_cpus()
 
     @property
     def onnx_threads(self) -> int:
         """Threads per ONNX Runtime run: the cores shared out among the concurrent jobs, so that
         concurrent requests use every core without oversubscribing them."""
-        return self.intra_op_threads or max(1, (os.cpu_count() or 1) // self.inference_jobs)
+        return self.intra_op_threads or max(1, available_cpus() // self.inference_jobs)
 
     @model_validator(mode="before")
     @classmethod
