@@ -48,12 +48,21 @@ def create_session(
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     chosen = select_providers(providers)
     session = ort.InferenceSession(model, sess_options=options, providers=chosen)
-    in_use = session.get_providers()[0]
-    log.info("%s runs on %s (asked for %s, available %s)", label, in_use, chosen, ort.get_available_providers())
-    if require_gpu and in_use not in GPU_PROVIDERS:
+    got = session.get_providers()
+    # A GPU build lists CUDAExecutionProvider as available even when its libraries (CUDA,
+    # cuDNN) or the driver fail to load; only the session says what it got.
+    failed = [p for p in chosen if p not in got]
+    log.info("%s runs on %s (asked for %s, got %s)", label, got[0], chosen, got)
+    if failed:
+        log.warning("%s: %s did not start; running on %s", label, failed, got[0])
+    if require_gpu and got[0] not in GPU_PROVIDERS:
+        reason = (
+            f"{failed} failed to start (check the CUDA and cuDNN libraries and the driver: nvidia-smi)"
+            if failed
+            else "this ONNX Runtime build has no GPU provider (install the [gpu] extra: onnxruntime-gpu)"
+        )
         raise ProviderError(
-            f"{label}: a GPU provider was required but ONNX Runtime uses {in_use} "
-            f"(available: {ort.get_available_providers()}; install onnxruntime-gpu with matching CUDA/cuDNN)"
+            f"{label}: a GPU provider was required, but the session got {got} (asked for {list(providers)}); {reason}"
         )
     return session
 
