@@ -37,6 +37,10 @@ VARIANTS: dict[str, tuple[str, ...]] = {
     "arcface_iam10": ("head.iam_beta=10.0",),
     "cosface_iam5": ("head.name=cosface", "head.margin=0.3", "head.iam_beta=5.0"),
     "arcface_iam5_distill20": ("head.iam_beta=5.0", "distill.weight=20.0"),
+    # The published class-centre form (the default since issue 16; the rows above inherit
+    # own_cpu.toml's "samples"). Its beta is per pair: 0.016 matches IAM5's size at start here.
+    "arcface_iamc002": ("head.iam_anchor=centres", "head.iam_beta=0.02"),
+    "arcface_iamc01": ("head.iam_anchor=centres", "head.iam_beta=0.1"),
 }
 DEFAULT_CONFIG = Path("training/configs/own_cpu_sweep.toml")
 DEFAULT_VAL = (Path("data/own/orl-val"), Path("data/own/synth-val"))

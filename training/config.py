@@ -46,7 +46,9 @@ class HeadConfig:
     lambda_power: float = 1.0
     lambda_min: float = 5.0
     iam_beta: float = 0.0  # weight of the inter-class angular margin term; 0 turns it off
-    iam_anchor: Literal["samples", "centres"] = "samples"
+    # "centres": the published form, between class centres, a pair's pull independent of C;
+    # "samples": sample-to-other-centre cosines averaged over the C - 1 others (own_cpu's model v1).
+    iam_anchor: Literal["samples", "centres"] = "centres"
 
 
 @dataclass(frozen=True)

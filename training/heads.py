@@ -117,19 +117,34 @@ def sphereface_lambda(iteration: int, cfg: HeadConfig) -> float:
 
 
 def iam_penalty(similarity: Tensor, labels: Tensor) -> Tensor:
-    """Inter-class angular margin term: mean over anchors of the mean of ((1 + cos) / 2)^2
-    over the OTHER class centres.
+    """Inter-class angular margin term, samples form: mean over anchors of the MEAN of
+    ((1 + cos) / 2)^2 over the OTHER class centres.
 
     `similarity (A, C)` holds cosines of A anchors (samples, or class centres) to all C
     centres; `labels (A,)` names each anchor's own class, which is left out. The
     gradient with respect to a cosine is (1 + cos) / 2: it grows as the angle to
     another class shrinks, so the closest classes are pushed apart hardest and classes
-    already at pi are left alone.
+    already at pi are left alone. Averaging over the C - 1 others makes each pair's pull
+    shrink as 1 / (C - 1): a beta tuned at one class count is weaker at a larger one.
     """
     others = torch.ones_like(similarity, dtype=torch.bool).scatter(1, labels[:, None], False)
     penalty = ((1.0 + similarity) / 2.0).square()
     per_anchor = (penalty * others).sum(dim=1) / others.sum(dim=1).clamp_min(1)
     return per_anchor.mean()
+
+
+def iam_centre_penalty(centres: Tensor, classes: Tensor) -> Tensor:
+    """The IAM term as published (Sun et al., 2020): a penalty on the angles between class centres.
+
+    `centres (C, D)` are the unit class centres and `classes (A,)` the distinct classes
+    of the batch, the anchors. For each anchor the SUM over the other C - 1 centres of
+    ((1 + cos) / 2)^2, averaged over the anchors: a pair's pull is beta * (1 + cos) / 2 / A
+    whatever C is, so a beta carries over between class counts.
+    """
+    similarity = centres[classes] @ centres.T  # (A, C)
+    others = torch.ones_like(similarity, dtype=torch.bool).scatter(1, classes[:, None], False)
+    penalty = ((1.0 + similarity) / 2.0).square()
+    return (penalty * others).sum(dim=1).mean()
 
 
 def _softmax(cfg: HeadConfig, iteration: int) -> Margin:
@@ -213,5 +228,4 @@ class MarginHead(nn.Module):
     def _iam(self, cosine: Tensor, w: Tensor, labels: Tensor) -> Tensor:
         if self.cfg.iam_anchor == "samples":
             return iam_penalty(cosine, labels)
-        classes = torch.unique(labels)  # centres of the classes in this batch, not all C
-        return iam_penalty(w[classes] @ w.T, classes)
+        return iam_centre_penalty(w, torch.unique(labels))  # the batch's classes as anchors, not all C

@@ -16,6 +16,7 @@ from training.heads import (  # noqa: E402
     combined_margin,
     cosface_margin,
     get_margin,
+    iam_centre_penalty,
     iam_penalty,
     softmax_margin,
     sphereface_lambda,
@@ -244,3 +245,32 @@ def test_margin_is_applied_in_fp32_under_autocast() -> None:
     assert torch.allclose(mixed.cosine, reference.cosine, atol=1e-2)  # the input itself was rounded to bf16
     x16 = x.bfloat16().float()
     assert torch.allclose(mixed.logits, head(x16, labels).logits, atol=1e-4)
+
+
+def test_iam_centre_form_pull_per_pair_does_not_depend_on_the_class_count() -> None:
+    # Class 0 (in the batch) and class 1 at 0.6 rad; every other centre opposite class 0, where
+    # the penalty and its gradient are zero. The pull on class 1 must be the same at C = 3 and C = 300.
+    def pull_on_class_1(num_classes: int, form: str) -> torch.Tensor:
+        w = torch.zeros(num_classes, 3, dtype=torch.float64)
+        w[0, 0] = 1.0
+        w[1, :2] = torch.tensor([math.cos(0.6), math.sin(0.6)], dtype=torch.float64)
+        w[2:, 0] = -1.0
+        w.requires_grad_(True)
+        labels = torch.tensor([0, 0])
+        if form == "centres":
+            iam_centre_penalty(w, torch.unique(labels)).backward()
+        else:
+            iam_penalty(w[labels] @ w.T, labels).backward()
+        assert w.grad is not None
+        return w.grad[1]
+
+    torch.testing.assert_close(pull_on_class_1(3, "centres"), pull_on_class_1(300, "centres"), rtol=1e-12, atol=0)
+    expected = (1 + math.cos(0.6)) / 2  # d/dcos of ((1 + cos) / 2)^2, one anchor
+    assert pull_on_class_1(3, "centres")[0].item() == pytest.approx(expected, rel=1e-12)
+    # The samples form averages over the C - 1 others: its pull shrinks ~1/C.
+    ratio = pull_on_class_1(3, "samples").norm() / pull_on_class_1(300, "samples").norm()
+    assert ratio.item() == pytest.approx(299 / 2, rel=1e-9)
+
+
+def test_iam_defaults_to_the_published_centre_form() -> None:
+    assert HeadConfig().iam_anchor == "centres"
