@@ -49,12 +49,30 @@ class NewFace:
 
 
 @dataclass(frozen=True)
+class GalleryFingerprint:
+    """What a gallery in step with the database at log position `seq` holds: its number of
+    faces and the sums of their face and identity ids (a face missing, extra or filed under
+    another identity changes them)."""
+
+    seq: int
+    faces: int
+    face_id_sum: int
+    identity_id_sum: int
+
+
+@dataclass(frozen=True)
 class FaceChange:
     seq: int
     op: str  # "add" | "remove"
     face_id: int
     identity_id: int
     model: str
+
+
+# Execution option naming how a SQLite transaction begins: DEFERRED (reads), IMMEDIATE
+# (writes: the write lock is taken before the first read, so what a write checks cannot
+# change before it writes) or EXCLUSIVE (migrations).
+SQLITE_BEGIN = "faceid_sqlite_begin"
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
@@ -69,12 +87,22 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            # The driver's own transaction handling starts transactions late and always
+            # DEFERRED; BEGIN is emitted below instead (SQLAlchemy's documented recipe).
+            dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             if ":memory:" not in url:
                 cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Deleted faces are overwritten in the file, not left in free pages.
+            cursor.execute("PRAGMA secure_delete=ON")
             cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            mode = conn.get_execution_options().get(SQLITE_BEGIN, "DEFERRED")
+            conn.exec_driver_sql(f"BEGIN {mode}")
 
         return engine
     return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
@@ -105,10 +133,16 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        self._write_sessions = sessionmaker(
+            engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}), expire_on_commit=False
+        )
         self._postgres = engine.dialect.name == "postgresql"
 
     def _writer(self) -> Session:
-        session = self._sessions()
+        """A write transaction. Writers are serialised (SQLite's write lock from the first
+        statement, a PostgreSQL advisory lock), so whatever a write reads to check holds
+        until it commits."""
+        session = self._write_sessions()
         if self._postgres:
             session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _WRITE_LOCK_KEY})
             # Delivered at commit, never for a rollback; one per transaction.
@@ -143,6 +177,8 @@ class Store:
             session.commit()
         except IntegrityError as exc:
             session.rollback()
+            if external_id is None:
+                raise
             raise Conflict(f"external_id {external_id!r} is already used by another identity") from exc
 
     def _add_faces(self, session: Session, identity_id: int, faces: list[NewFace]) -> list[FaceRecord]:
@@ -177,6 +213,8 @@ class Store:
                 session.flush()
             except IntegrityError as exc:
                 session.rollback()
+                if external_id is None:
+                    raise
                 raise Conflict(f"external_id {external_id!r} is already used by another identity") from exc
             records = self._add_faces(session, row.id, faces)
             self._commit(session, external_id)
@@ -185,11 +223,17 @@ class Store:
             ), records
 
     def add_faces(self, identity_id: int, faces: list[NewFace]) -> tuple[IdentityRecord, list[FaceRecord]]:
+        """Faces for an identity that exists when they are written: the check and the write are one
+        serialised transaction, so an identity deleted meanwhile gives NotFound and nothing is stored."""
         with self._writer() as session:
             row = self._identity(session, identity_id)
-            records = self._add_faces(session, identity_id, faces)
-            row.updated_at = records[0].created_at if records else row.updated_at
-            session.commit()
+            try:
+                records = self._add_faces(session, identity_id, faces)
+                row.updated_at = records[0].created_at if records else row.updated_at
+                session.commit()
+            except IntegrityError as exc:  # belt and braces: the foreign key says it is gone
+                session.rollback()
+                raise NotFound(f"identity {identity_id} does not exist") from exc
             return self._record(session, row), records
 
     def get_identity(self, identity_id: int) -> IdentityRecord:
@@ -247,14 +291,18 @@ class Store:
             return self._record(session, row)
 
     def delete_identity(self, identity_id: int) -> list[int]:
-        """Deletes the identity and its faces; returns the deleted face ids."""
+        """Deletes the identity and its faces; returns the deleted face ids.
+
+        The faces are deleted with RETURNING and exactly those rows get a `remove` entry in the
+        change log, in the same transaction: no face can leave without the gallery hearing of it.
+        """
         with self._writer() as session:
             self._identity(session, identity_id)
-            faces = session.execute(select(FaceRow.id, FaceRow.model).where(FaceRow.identity_id == identity_id)).all()
+            deleted = delete(FaceRow).where(FaceRow.identity_id == identity_id).returning(FaceRow.id, FaceRow.model)
+            faces = sorted((int(fid), str(model)) for fid, model in session.execute(deleted))
             session.add_all(
                 FaceEventRow(op="remove", face_id=fid, identity_id=identity_id, model=model) for fid, model in faces
             )
-            session.execute(delete(FaceRow).where(FaceRow.identity_id == identity_id))
             session.execute(delete(IdentityRow).where(IdentityRow.id == identity_id))
             session.commit()
             return [fid for fid, _ in faces]
@@ -270,11 +318,14 @@ class Store:
     def delete_face(self, identity_id: int, face_id: int) -> None:
         with self._writer() as session:
             self._identity(session, identity_id)
-            row = session.get(FaceRow, face_id)
-            if row is None or row.identity_id != identity_id:
+            gone = session.execute(
+                delete(FaceRow)
+                .where(FaceRow.id == face_id, FaceRow.identity_id == identity_id)
+                .returning(FaceRow.model)
+            ).all()
+            if not gone:
                 raise NotFound(f"face {face_id} of identity {identity_id} does not exist")
-            session.add(FaceEventRow(op="remove", face_id=face_id, identity_id=identity_id, model=row.model))
-            session.delete(row)
+            session.add(FaceEventRow(op="remove", face_id=face_id, identity_id=identity_id, model=gone[0][0]))
             session.commit()
 
     def identity_embeddings(self, identity_id: int, model: str) -> NDArray[np.float32]:
@@ -292,6 +343,23 @@ class Store:
     def count_faces_by_model(self) -> dict[str, int]:
         with self._sessions() as session:
             return {m: int(n) for m, n in session.execute(select(FaceRow.model, func.count()).group_by(FaceRow.model))}
+
+    def fingerprint(self, model: str) -> GalleryFingerprint:
+        """The log position and a summary of `model`'s faces, read in one statement (one snapshot):
+        a gallery that has applied the log up to `seq` must hold exactly these faces."""
+        faces = (
+            select(
+                func.count().label("n"),
+                func.coalesce(func.sum(FaceRow.id), 0).label("ids"),
+                func.coalesce(func.sum(FaceRow.identity_id), 0).label("owners"),
+            )
+            .where(FaceRow.model == model)
+            .subquery()
+        )
+        seq = select(func.coalesce(func.max(FaceEventRow.seq), 0)).scalar_subquery()
+        with self._sessions() as session:
+            row = session.execute(select(seq, *faces.c)).one()
+            return GalleryFingerprint(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
 
     def last_change(self) -> int:
         with self._sessions() as session:

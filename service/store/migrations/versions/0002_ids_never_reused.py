@@ -1,0 +1,54 @@
+"""ids are never reused: SQLite tables become AUTOINCREMENT
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-27
+
+SQLite gives a new row max(rowid) + 1 unless the table is AUTOINCREMENT, so deleting the
+newest identity handed its id (and its faces' ids) to the next person enrolled. A table
+cannot be altered into AUTOINCREMENT: it is rebuilt, and its counter starts past every id
+ever handed out, which the change log remembers even for rows already deleted.
+PostgreSQL's sequences never go back: nothing to do there.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+# table -> the change-log column that remembers its ids
+_TABLES = {"identities": "identity_id", "faces": "face_id", "face_events": None}
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        return
+    # service.store.migrate turns foreign keys off around SQLite migrations, so that
+    # rebuilding `identities` does not cascade into `faces`.
+    for table in _TABLES:
+        with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": True}):
+            pass
+    for table, logged in _TABLES.items():
+        highest = [f"(SELECT coalesce(max(id), 0) FROM {table})" if table != "face_events" else "0"]
+        if table == "face_events":
+            highest = ["(SELECT coalesce(max(seq), 0) FROM face_events)"]
+        if logged:
+            highest.append(f"(SELECT coalesce(max({logged}), 0) FROM face_events)")
+        top = bind.execute(sa.text(f"SELECT max({', '.join(highest)}, 0)")).scalar_one()
+        bind.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = :t"), {"t": table})
+        bind.execute(sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES (:t, :s)"), {"t": table, "s": int(top)})
+
+
+def downgrade() -> None:
+    bind = op.get_bind()
+    if bind.dialect.name != "sqlite":
+        return
+    for table in _TABLES:
+        with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": False}):
+            pass
