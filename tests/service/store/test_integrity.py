@@ -107,7 +107,7 @@ def test_migration_keeps_the_data_and_never_reuses_ids_deleted_before_it(db_url:
 
 
 def test_timestamps_come_back_in_utc_with_an_offset(store: Store) -> None:
-    identity, faces = store.create_identity("Ada", None, [face(1)])
+    identity, _ = store.create_identity("Ada", None, [face(1)])
     for read in (store.get_identity(identity.id), store.list_identities(limit=5, offset=0)[0][0]):
         assert read.created_at.tzinfo is not None and read.created_at.utcoffset() == UTC.utcoffset(None)
         assert read.updated_at.tzinfo is not None
@@ -121,7 +121,7 @@ def test_add_faces_racing_a_delete_is_404_or_whole_and_every_removal_is_logged(s
         identity, _ = store.create_identity(f"p{n}", None, [face(n)])
         barrier = threading.Barrier(2)
 
-        def add(identity_id: int = identity.id, seed: int = n) -> None:
+        def add(identity_id: int = identity.id, seed: int = n, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             try:
                 store.add_faces(identity_id, [face(1000 + seed), face(2000 + seed)])
@@ -129,7 +129,7 @@ def test_add_faces_racing_a_delete_is_404_or_whole_and_every_removal_is_logged(s
             except NotFound:
                 outcomes["not_found"] = outcomes.get("not_found", 0) + 1
 
-        def remove(identity_id: int = identity.id) -> None:
+        def remove(identity_id: int = identity.id, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             store.delete_identity(identity_id)
 
