@@ -29,6 +29,9 @@ SECONDS = float(os.environ.get("FACEID_FUZZ_SECONDS", "5"))
 MAX_CASES = 5000
 REVIEW = FIXTURES / "review"
 
+# Pillow warns about each corrupt EXIF block it skips; here that is expected, by the hundred.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning:PIL.*")
+
 
 def _encoded(image: Image.Image, fmt: str, **kwargs: object) -> bytes:
     buffer = io.BytesIO()
