@@ -12,11 +12,13 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from service.vision.manifest import ModelManifest
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
@@ -24,6 +26,8 @@ RESULTS = REPO / "bench" / "results"
 FACE_640 = REPO / "bench" / "face_640x480.jpg"
 ORL = REPO / "tests" / "fixtures" / "orl"
 SHARED_ENV = "FACEID_SHARED"
+# Held out: these people measure thresholds and never set them (ORL s1-s10 calibrate).
+ORL_STRANGERS = tuple(f"orl:s{i}" for i in range(11, 21))
 
 
 def shared_dir() -> Path | None:
@@ -139,3 +143,21 @@ def publish(*paths: Path) -> list[Path]:
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     return [Path(shutil.copy2(p, RESULTS / p.name)) for p in paths]
+
+
+def calibration_people(manifest: ModelManifest) -> set[str]:
+    """Everyone whose photos set the manifest's 1:1 threshold or its impostor record."""
+    people = set(manifest.threshold.people)
+    if manifest.impostors is not None:
+        people |= set(manifest.impostors.people)
+    return people
+
+
+def check_held_out(manifest: ModelManifest, evaluators: Iterable[str]) -> None:
+    """Refuse to measure a threshold on people who set it, or on a record that does not say who did."""
+    people = calibration_people(manifest)
+    if not people:
+        raise ValueError(f"{manifest.model_id}: the manifest does not say which people calibrated it")
+    shared = people & set(evaluators)
+    if shared:
+        raise ValueError(f"{manifest.model_id} was calibrated on {sorted(shared)}, who also evaluate it")

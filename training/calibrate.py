@@ -9,8 +9,15 @@ out of training and tuning:
 - real people: a folder with one sub-folder of photos per person,
 
 through the service's own decode, detect, align and embed code, and writes the
-impostor quantiles, a fitted exponential tail, and the top-1 scores of non-mated
-searches into the manifest's `impostors` field.
+impostor quantiles, a fitted generalised Pareto tail, exceedance counts (of the fitted
+pairs and of the real-against-real pairs, which measure the synthetic-to-real gap), the
+top-1 scores of non-mated searches and the people it used into the manifest's
+`impostors` field. With `--pair-far` it also recalibrates the 1:1 threshold: the lowest
+cosine whose upper confidence bound on the false-accept rate is at most that rate.
+
+Held-out discipline: whoever evaluates the threshold must not be among `--people`
+(`tests/service/test_held_out.py` checks the built-in manifests against the
+benchmarks' and tests' strangers).
 """
 
 from __future__ import annotations
@@ -18,18 +25,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 from tqdm import tqdm
 
-from service.threshold import fit_impostor_tail
+from service.threshold import fit_impostor_tail, one_to_one_threshold
 from service.vision.align import align_face
 from service.vision.decode import decode_image
 from service.vision.detect import YuNetDetector, largest_face
 from service.vision.embed import OnnxEmbedder
-from service.vision.manifest import ImpostorTail, ModelManifest
+from service.vision.manifest import ImpostorTail, ModelManifest, Threshold
 from service.vision.models import load_detector_model, load_embedder_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
@@ -80,10 +88,14 @@ def impostor_record(
     measured_on: str,
     *,
     synthetic_pairs: bool = False,
+    people: list[str] | None = None,
 ) -> ImpostorTail:
     """Different-person comparisons, and the best score of each real photo against the synthetic people.
 
-    Real-vs-synthetic and real-vs-real pairs are what a stranger meets in a gallery.
+    The fitted shape rests on real-vs-synthetic pairs (many, so the rare end is reached);
+    real-vs-real pairs are kept as counts beside it: they measure how much more often a
+    real impostor passes a bar than a synthetic one does (the service's bound multiplies
+    the fitted tail by that gap). Without synthetic people the real pairs are fitted.
     Synthetic-vs-synthetic pairs are left out by default: DCGAN faces resemble each
     other far more than real people do (their impostor cosine runs ~0.1 higher), which
     would make every threshold too strict.
@@ -94,15 +106,39 @@ def impostor_record(
         scores.append(s[np.triu_indices(len(synthetic), 1)])
     if len(real) and len(synthetic):
         scores.append((real @ synthetic.T).ravel())
+    real_pairs = np.zeros(0)
     if len(real) > 1:
         upper = np.triu_indices(len(real), 1)
         different = (owners[:, None] != owners[None, :])[upper]
-        scores.append((real @ real.T)[upper][different])
+        real_pairs = (real @ real.T)[upper][different]
     if not scores:
+        scores.append(real_pairs)
+    if not sum(len(s) for s in scores):
         raise ValueError("no impostor pairs: give --real people and/or --synthetic people")
     pairs = np.concatenate(scores)
     top1 = (real @ synthetic.T).max(axis=1) if len(real) and len(synthetic) else None
-    return fit_impostor_tail(pairs, top1=top1, gallery_size=len(synthetic), measured_on=measured_on)
+    return fit_impostor_tail(
+        pairs,
+        top1=top1,
+        gallery_size=len(synthetic),
+        measured_on=measured_on,
+        real_scores=real_pairs if len(synthetic) else None,
+        people=people,
+    )
+
+
+def recalibrated_pair_threshold(record: ImpostorTail, far: float, people: list[str]) -> Threshold:
+    """The 1:1 threshold whose upper-bound false-accept rate is at most `far`, rounded up to 0.005."""
+    cosine = round(math.ceil(one_to_one_threshold(record, far) * 200 - 1e-9) / 200, 3)
+    return Threshold(
+        cosine=cosine,
+        far=far,
+        calibrated_on=(
+            f"95% upper bound of the 1:1 false-accept rate <= {far:g} at {cosine:.3f}, "
+            f"on {record.measured_on} (service.threshold.one_to_one_threshold)"
+        ),
+        people=list(people),
+    )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -117,6 +153,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--synthetic-pairs", action="store_true", help="also count synthetic-vs-synthetic pairs (stricter)"
     )
     parser.add_argument("--cache", type=Path, default=None, help="keep the embeddings in this .npz and reuse them")
+    parser.add_argument(
+        "--pair-far", type=float, default=None, help="also recalibrate the 1:1 threshold at this false-accept rate"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -135,12 +174,19 @@ def main(args: argparse.Namespace) -> int:
         )
         if args.cache is not None:
             np.savez(args.cache, synthetic=synthetic, real=real, owners=owners)
+    folders = sorted(p.name for p in args.real.iterdir() if p.is_dir()) if args.real else []
+    chosen = [f for f in folders if args.people is None or f in args.people]
+    source = args.real.name if args.real else "real"
+    people = [f"{source}:{name}" for name in chosen if len(real)] + ([f"dcgan:{args.seed}"] if len(synthetic) else [])
     where = f"{len(synthetic)} synthetic people (DCGAN seed {args.seed})"
     if len(real):
-        where += f" x {len(real)} photos of {len(set(owners.tolist()))} real people"
-        where += f" ({args.real.name if args.real else 'cache'})"
-    record = impostor_record(synthetic, real, owners, where, synthetic_pairs=args.synthetic_pairs)
+        where += f" x {len(real)} photos of {len(set(owners.tolist()))} real people ({source} {', '.join(chosen)})"
+        where += ", and those real people between themselves"
+    record = impostor_record(synthetic, real, owners, where, synthetic_pairs=args.synthetic_pairs, people=people)
     updated: ModelManifest = dataclasses.replace(manifest, impostors=record)
+    if args.pair_far is not None:
+        updated = dataclasses.replace(updated, threshold=recalibrated_pair_threshold(record, args.pair_far, people))
+        print(f"1:1 threshold: {updated.threshold.cosine} ({updated.threshold.calibrated_on})")
     out = args.out or (Path(args.manifest) if not args.manifest.startswith("builtin:") else None)
     if out is None:
         print(json.dumps(updated.to_dict()["impostors"], indent=2))

@@ -42,6 +42,7 @@ class Threshold:
     cosine: float
     far: float | None = None  # the 1:1 false accept rate it was calibrated at
     calibrated_on: str = ""
+    people: list[str] = field(default_factory=list)  # who calibrated it, e.g. "orl:s3", "dcgan:1001"
 
 
 @dataclass(frozen=True)
@@ -50,10 +51,17 @@ class ImpostorTail:
 
     `quantiles` maps an exceedance probability p (as a string, e.g. "1e-03") to the
     cosine s with P(one impostor comparison > s) = p, as far as the sample supports.
-    `pair_tail` is an exponential fit of the rare end beyond `start`:
-    P(cos > s) = p0 * exp(-(s - start) / scale). `top1` holds quantiles of the best
+    `pair_tail` is a generalised Pareto fit of the rare end beyond `start`:
+    P(cos > s) = p0 * (1 + xi (s - start) / sigma)^(-1/xi). `top1` holds quantiles of the best
     score of non-mated searches against a gallery of `gallery_size` identities, as
     measured (for reports and checks). See `service.threshold`.
+
+    `grid` with `counts` and `real_counts` (optional) are exceedance counts: how many of
+    the `pair_tail["n"]` pairs the tail was fitted on, and how many of the `real_pairs`
+    real-against-real pairs, score at or above each cosine of the grid. They give the
+    confidence bounds and the measured synthetic-to-real gap. `people` names everyone the
+    record was measured on ("orl:s1", "dcgan:1001" for a DCGAN seed), so that a check can
+    keep them apart from the people that evaluate it.
     """
 
     gallery_size: int
@@ -61,6 +69,11 @@ class ImpostorTail:
     pair_tail: dict[str, float] = field(default_factory=dict)
     top1: dict[str, float] = field(default_factory=dict)
     measured_on: str = ""
+    grid: list[float] = field(default_factory=list)
+    counts: list[int] = field(default_factory=list)
+    real_counts: list[int] = field(default_factory=list)
+    real_pairs: int = 0
+    people: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
