@@ -4,7 +4,7 @@ import zlib
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from service.errors import ImageTooLarge, InvalidImage, UnsupportedImageType
 from service.vision.decode import DecodedImage, decode_image, probe_image
@@ -199,3 +199,49 @@ def test_large_images_keep_alpha_16_bit_and_orientation_rules_when_reduced() -> 
     rotated = DecodedImage(encode(wide, "PNG", exif=exif.tobytes()), reduced_side=640)
     assert rotated.size == (1820, 2600) and rotated.reduced.shape[:2] == (650, 455)
     assert rotated.reduced[10, 227].mean() > 200 and rotated.reduced[-10, 227].mean() < 50  # the band is on top
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_every_exif_orientation_is_undone_as_pillow_does(fmt: str, orientation: int) -> None:
+    # Orientation is read by hand (exif_transpose fails on any broken tag): it must agree with Pillow's.
+    source = Image.fromarray(np.arange(48 * 64 * 3, dtype=np.uint8).reshape(48, 64, 3))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encode(source, fmt, exif=exif.tobytes(), **({"lossless": True} if fmt == "WEBP" else {"quality": 95}))
+    with Image.open(io.BytesIO(data)) as opened:
+        expected = np.asarray(ImageOps.exif_transpose(opened).convert("RGB"))
+    out = decode_image(data)
+    assert out.shape == expected.shape
+    assert np.abs(out.astype(int) - expected.astype(int)).max() <= 1
+    assert DecodedImage(data).size == (expected.shape[1], expected.shape[0])
+
+
+@pytest.mark.parametrize("error", [ZeroDivisionError, IndexError, KeyError, TypeError, RuntimeError])
+def test_an_unforeseen_pillow_error_is_an_invalid_image_and_is_logged(
+    error: type[Exception], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Stands in for the next Pillow bug the fuzzer has not met yet.
+    def broken(self: Image.Image, method: object) -> None:
+        raise error("a Pillow bug")
+
+    monkeypatch.setattr(Image.Image, "transpose", broken)
+    data = encode(Image.new("RGB", (40, 30)), "JPEG", exif=_orientation_6())
+    with pytest.raises(InvalidImage, match="could not be decoded"):
+        DecodedImage(data)
+    assert error.__name__ in caplog.text
+
+
+def test_running_out_of_memory_is_not_blamed_on_the_image(monkeypatch: pytest.MonkeyPatch) -> None:
+    def exhausted(self: Image.Image, method: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr(Image.Image, "transpose", exhausted)
+    with pytest.raises(MemoryError):
+        decode_image(encode(Image.new("RGB", (40, 30)), "JPEG", exif=_orientation_6()))
+
+
+def _orientation_6() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return exif.tobytes()
