@@ -119,16 +119,17 @@ def _decode(data: bytes, max_pixels: int, draft_max_side: int | None) -> tuple[N
             raise InvalidImage("the image has no pixels")
         if width * height > max_pixels:
             raise ImageTooLarge(f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
-        reduce = bool(draft_max_side) and max(width, height) >= 2 * (draft_max_side or 0)
+        side = draft_max_side or 0
+        reduce = side > 0 and max(width, height) >= 2 * side
         try:
             if reduce and fmt in _JPEG_FORMATS:
-                scale = max(width, height) / (draft_max_side or 1)
+                scale = max(width, height) / side
                 # At least 1: a 3000x2 strip would otherwise ask for a height of 0.
                 image.draft("RGB", (max(1, int(width / scale)), max(1, int(height / scale))))
             image.load()
             orientation = _orientation(image)
             if reduce and fmt not in _JPEG_FORMATS:
-                image = _reduce(image, max(width, height) // (draft_max_side or 1))
+                image = _reduce(image, max(width, height) // side)
             if orientation is not None:
                 image = image.transpose(_ORIENTATIONS[orientation])
             rgb = _to_rgb(image)
