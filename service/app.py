@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import Components
-from service.api.errors import error_response, install_error_handlers
+from service.api.errors import BodyTooLarge, error_response, install_error_handlers
 from service.api.routes import health, identities, recognition
 from service.gallery import FaissGallery
 from service.metrics import Metrics
@@ -84,6 +84,7 @@ def build_recognizer(settings: Settings) -> Recognizer:
         max_image_pixels=settings.max_image_pixels,
         ambiguous_ratio=settings.ambiguous_ratio,
         detect_side=settings.detect_max_side,
+        max_faces=settings.max_faces_per_image,
     )
     recognizer.rebuild()
     log.info(
@@ -100,7 +101,11 @@ def build_recognizer(settings: Settings) -> Recognizer:
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes before they are parsed or spooled."""
+    """Refuse request bodies over `limit` bytes before they are parsed or spooled.
+
+    A declared Content-Length over the limit is refused at once; a chunked body is counted as
+    it arrives and reading stops at the limit (the error handlers turn that into 413).
+    """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -124,19 +129,15 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge
+                    raise BodyTooLarge(self.limit)
             return message
 
         try:
             await self.app(scope, limited, send)
-        except _TooLarge:
+        except BodyTooLarge:  # read outside FastAPI's body parsing (which reports it itself)
             await error_response(413, "payload_too_large", f"the request is over {self.limit} bytes")(
                 scope, receive, send
             )
-
-
-class _TooLarge(Exception):
-    pass
 
 
 class RequestMetrics:
@@ -181,7 +182,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         listener = ChangeListener.for_store(recognizer.store, recognizer.sync) if settings.sync_interval > 0 else None
         async with anyio.create_task_group() as tasks:
             if settings.sync_interval > 0:
-                tasks.start_soon(_follow_changes, recognizer, settings.sync_interval)
+                tasks.start_soon(_follow_changes, recognizer, settings.sync_interval, settings.consistency_interval)
             try:
                 yield
             finally:
@@ -209,11 +210,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-async def _follow_changes(recognizer: Recognizer, interval: float) -> None:
-    """Apply enrolls and deletes made by other processes or replicas (the database's change log)."""
+async def _follow_changes(recognizer: Recognizer, interval: float, check_every: float) -> None:
+    """Apply enrolls and deletes made by other processes or replicas (the database's change log), and
+    now and then compare the whole gallery with the database (rebuilding it on a difference)."""
+    last_check = time.monotonic()
     while True:
         await anyio.sleep(interval)
+        check = check_every > 0 and time.monotonic() - last_check >= check_every
         try:
-            await anyio.to_thread.run_sync(recognizer.sync)
-        except Exception:  # the database may be briefly away; keep following
-            log.warning("could not read the change log", exc_info=True)
+            await anyio.to_thread.run_sync(recognizer.check if check else recognizer.sync)
+            if check:
+                last_check = time.monotonic()
+        except Exception as exc:  # the database may be briefly away; keep following from where we are
+            log.warning(
+                "could not apply the change log: %s", type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG)
+            )

@@ -50,6 +50,15 @@ class Gallery(Protocol):
 
     def clear(self) -> None: ...
 
+    def fresh(self) -> Gallery:
+        """An empty gallery like this one (same dimension, index kind and device), to be filled
+        aside and swapped in: searches never see a half-loaded gallery."""
+        ...
+
+    def fingerprint(self) -> tuple[int, int, int]:
+        """(faces, sum of face ids, sum of identity ids): compared with the database's."""
+        ...
+
 
 class _RWLock:
     """Many concurrent searches, one writer at a time."""
@@ -87,6 +96,9 @@ class _RWLock:
                 self._cond.notify_all()
 
 
+GPU_MAX_K = 2048
+
+
 def gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
@@ -107,8 +119,10 @@ class FaissGallery:
         hnsw_m: int = 32,
         hnsw_ef_search: int = 128,
         threads: int = 0,
+        max_k: int | None = None,
     ) -> None:
         self.dim = dim
+        self._device_setting = device
         self.threads = threads  # OpenMP threads per search; 0 leaves FAISS's default
         self.kind = kind
         self.hnsw_m = hnsw_m
@@ -120,7 +134,26 @@ class FaissGallery:
         if device == "cuda" and not gpu_available():
             raise RuntimeError("gallery device 'cuda' requested but FAISS has no GPU support or sees no GPU")
         self._gpu_res = faiss.StandardGpuResources() if self._use_gpu else None
+        # FAISS GPU refuses searches with k over 2048 (GPU_MAX_SELECTION_K).
+        self.max_k = max_k if max_k is not None else (GPU_MAX_K if self._use_gpu else None)
         self._index = self._new_index()
+        self._face_sum = 0
+        self._owner_sum = 0
+
+    def fresh(self) -> FaissGallery:
+        return FaissGallery(
+            self.dim,
+            kind=self.kind,
+            device=self._device_setting,
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_search=self.hnsw_ef_search,
+            threads=self.threads,
+            max_k=self.max_k,
+        )
+
+    def fingerprint(self) -> tuple[int, int, int]:
+        with self._lock.read():
+            return len(self._owner), self._face_sum, self._owner_sum
 
     @property
     def device(self) -> str:
@@ -151,6 +184,7 @@ class FaissGallery:
             self._index = self._new_index()
             self._owner.clear()
             self._tombstones.clear()
+            self._face_sum = self._owner_sum = 0
 
     def add(self, face_ids: NDArray[np.int64], identity_ids: NDArray[np.int64], vectors: NDArray[np.float32]) -> None:
         if len(face_ids) == 0:
@@ -163,16 +197,24 @@ class FaissGallery:
                 face_ids, identity_ids, vectors = face_ids[fresh], identity_ids[fresh], vectors[fresh]
             if len(face_ids) == 0:
                 return
+            if self._tombstones and not self._tombstones.isdisjoint(face_ids.tolist()):
+                # HNSW still holds the removed vector under this id: purge it first, or the
+                # face would stay filtered out (or match with its old vector).
+                self._rebuild_hnsw()
+            owners = np.asarray(identity_ids).tolist()
             self._index.add_with_ids(vectors, face_ids)
-            self._owner.update(zip(face_ids.tolist(), np.asarray(identity_ids).tolist(), strict=True))
+            self._owner.update(zip(face_ids.tolist(), owners, strict=True))
+            self._face_sum += int(face_ids.sum())
+            self._owner_sum += sum(owners)
 
     def remove(self, face_ids: NDArray[np.int64]) -> int:
-        ids = [int(f) for f in face_ids if int(f) in self._owner]
-        if not ids:
-            return 0
         with self._lock.write():
+            ids = [int(f) for f in dict.fromkeys(face_ids.tolist()) if int(f) in self._owner]
+            if not ids:
+                return 0
             for f in ids:
-                self._owner.pop(f, None)
+                self._owner_sum -= self._owner.pop(f)
+                self._face_sum -= f
             if self.kind == "hnsw":
                 self._tombstones.update(ids)
                 if len(self._tombstones) * 4 > self._index.ntotal:
@@ -213,13 +255,16 @@ class FaissGallery:
                 return [[] for _ in range(len(vectors))]
             # Several faces per identity (and tombstones) mean k faces can hold fewer
             # than k identities: widen until enough identities or the whole index.
-            k = min(total, max(top_k * 4, top_k + len(self._tombstones), 16))
+            # On the GPU k stops at max_k: an identity with more faces than that, all closer than
+            # the next person, can then leave fewer than top_k candidates.
+            widest = min(total, self.max_k) if self.max_k else total
+            k = min(widest, max(top_k * 4, top_k + len(self._tombstones), 16))
             while True:
                 sims, ids = self._index.search(vectors, k)
                 results = [self._group(sims[i], ids[i], top_k) for i in range(len(vectors))]
-                if k >= total or all(len(r) >= top_k for r in results):
+                if k >= widest or all(len(r) >= top_k for r in results):
                     return results
-                k = min(total, k * 4)
+                k = min(widest, k * 4)
 
     def _group(self, sims: NDArray[np.float32], ids: NDArray[np.int64], top_k: int) -> list[Candidate]:
         best: dict[int, Candidate] = {}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from service.errors import FaceIdError, InvalidInput, NoFace
 from service.gallery import Gallery
 from service.store import FaceRecord, IdentityRecord, NewFace, Store
+from service.store.repository import FaceChange
 from service.threshold import ThresholdPolicy
 from service.timing import Timings
 from service.vision.decode import DecodedImage
@@ -94,6 +95,8 @@ class Decision:
 class IdentifyResult:
     faces: list[IdentifiedFace]
     decision: Decision
+    gallery_size: int
+    faces_detected: int  # faces found in the image; only the largest `max_faces` are searched
 
 
 @dataclass(frozen=True)
@@ -109,8 +112,10 @@ class VerifyResult:
 class GalleryStatus:
     size: int
     searchable_in_db: int
+    in_sync: bool
     other_models: dict[str, int] = field(default_factory=dict)
     last_change: int = 0
+    drift_repairs: int = 0  # rebuilds since start because the gallery differed from the database
 
 
 def _box(face: Face) -> Box:
@@ -130,6 +135,7 @@ class Recognizer:
         max_image_pixels: int,
         ambiguous_ratio: float = 0.5,
         detect_side: int = 640,
+        max_faces: int = 32,
     ) -> None:
         self.detector = detector
         self.embedder = embedder
@@ -137,10 +143,12 @@ class Recognizer:
         self.store = store
         self.threshold = threshold
         self.ambiguous_ratio = ambiguous_ratio
+        self.max_faces = max_faces
         self.pipeline = FacePipeline(detector, max_image_pixels=max_image_pixels, detect_side=detect_side)
         self.model_id = embedder.manifest.model_id
         self._sync_lock = threading.Lock()
         self._seq = 0
+        self.drift_repairs = 0
 
     # --- vision -----------------------------------------------------------------
 
@@ -152,50 +160,63 @@ class Recognizer:
         with timings.stage("embed"):
             return self.embedder.embed(crops)
 
-    def analyse(self, data: bytes, timings: Timings | None = None) -> list[AnalysedFace]:
-        """Every face in the image, largest first, with its embedding (one batch)."""
+    def analyse(self, data: bytes, timings: Timings | None = None) -> tuple[list[AnalysedFace], int]:
+        """The image's faces, largest first, at most `max_faces` of them, each with its embedding (one
+        batch); and how many faces were found in all."""
         timings = timings or Timings()
-        image, faces = self._faces(data, timings)
+        image, found = self._faces(data, timings)
+        faces = found[: self.max_faces]
         embeddings = self._embed([(image, f) for f in faces], timings)
-        return [AnalysedFace(_box(f), f.landmarks, f.score, e) for f, e in zip(faces, embeddings, strict=True)]
+        analysed = [AnalysedFace(_box(f), f.landmarks, f.score, e) for f, e in zip(faces, embeddings, strict=True)]
+        return analysed, len(found)
 
-    def detect(self, data: bytes, timings: Timings | None = None) -> tuple[list[Face], tuple[int, int]]:
-        """Faces, largest first, and the decoded image's (width, height)."""
-        image, faces = self._faces(data, timings or Timings())
-        return faces, image.size
+    def detect(self, data: bytes, timings: Timings | None = None) -> tuple[list[Face], int, tuple[int, int]]:
+        """The largest `max_faces` faces, largest first; how many were found; the image's (width, height)."""
+        image, found = self._faces(data, timings or Timings())
+        return found[: self.max_faces], len(found), image.size
 
-    def _enrollment_faces(
+    def _enrollment_crops(
         self, images: Sequence[bytes], timings: Timings
-    ) -> tuple[list[tuple[int, Face, DecodedImage, str]], list[Rejection], list[FaceIdError]]:
-        chosen: list[tuple[int, Face, DecodedImage, str]] = []
+    ) -> tuple[list[tuple[int, Face, str]], list[NDArray[np.uint8]], list[Rejection], list[FaceIdError]]:
+        """Per image, the labelled face and its aligned crop. Images are handled one at a time and
+        only the crop is kept, so a request holds one decoded image at a time, whatever its count."""
+        chosen: list[tuple[int, Face, str]] = []
+        crops: list[NDArray[np.uint8]] = []
         rejected: list[Rejection] = []
         errors: list[FaceIdError] = []
+        size = self.embedder.manifest.preprocess.size
         for index, data in enumerate(images):
             try:
                 image, faces = self._faces(data, timings)
                 largest = enrollment_face(faces, self.ambiguous_ratio)
-                chosen.append((index, largest, image, hashlib.sha256(data).hexdigest()))
+                crops.append(self.pipeline.crops([(image, largest)], size, timings)[0])
+                chosen.append((index, largest, hashlib.sha256(data).hexdigest()))
             except FaceIdError as exc:
                 errors.append(exc)
                 rejected.append(Rejection(index, exc.code, exc.message))
-        return chosen, rejected, errors
+            image = None  # type: ignore[assignment]  # the decoded pixels go before the next image
+        return chosen, crops, rejected, errors
 
-    def _new_faces(
-        self, images: Sequence[bytes], timings: Timings
+    def new_faces(
+        self, images: Sequence[bytes], timings: Timings | None = None
     ) -> tuple[list[tuple[int, Face]], list[NewFace], list[Rejection]]:
+        """Faces to store for one person's images, and the images rejected (with the reason).
+        Raises when no image gives a face."""
+        timings = timings or Timings()
         if not images:
             raise InvalidInput("at least one image is required")
-        chosen, rejected, errors = self._enrollment_faces(images, timings)
+        chosen, crops, rejected, errors = self._enrollment_crops(images, timings)
         if not chosen:
             if len(errors) == 1:
                 raise errors[0]
             raise NoFace("no image gave a usable face: " + "; ".join(f"image {r.image}: {r.code}" for r in rejected))
-        embeddings = self._embed([(image, face) for _, face, image, _ in chosen], timings)
+        with timings.stage("embed"):
+            embeddings = self.embedder.embed(crops)
         new = [
             NewFace(embedding=e, model=self.model_id, box=_box(face), score=face.score, image_sha256=sha)
-            for (_, face, _, sha), e in zip(chosen, embeddings, strict=True)
+            for (_, face, sha), e in zip(chosen, embeddings, strict=True)
         ]
-        return [(i, f) for i, f, _, _ in chosen], new, rejected
+        return [(i, f) for i, f, _ in chosen], new, rejected
 
     @staticmethod
     def _accepted(chosen: list[tuple[int, Face]], records: list[FaceRecord]) -> list[Accepted]:
@@ -210,7 +231,7 @@ class Recognizer:
         self, name: str, images: Sequence[bytes], external_id: str | None = None, timings: Timings | None = None
     ) -> EnrollResult:
         timings = timings or Timings()
-        chosen, new, rejected = self._new_faces(images, timings)
+        chosen, new, rejected = self.new_faces(images, timings)
         with timings.stage("db"):
             identity, records = self.store.create_identity(name, external_id, new)
         self.sync()
@@ -218,8 +239,8 @@ class Recognizer:
 
     def add_faces(self, identity_id: int, images: Sequence[bytes], timings: Timings | None = None) -> EnrollResult:
         timings = timings or Timings()
-        self.store.get_identity(identity_id)  # 404 before any inference
-        chosen, new, rejected = self._new_faces(images, timings)
+        self.store.get_identity(identity_id)  # 404 before any inference; the write checks again
+        chosen, new, rejected = self.new_faces(images, timings)
         with timings.stage("db"):
             identity, records = self.store.add_faces(identity_id, new)
         self.sync()
@@ -235,22 +256,23 @@ class Recognizer:
 
     # --- reads ------------------------------------------------------------------
 
-    def decision(self, threshold: float | None) -> Decision:
+    def decision(self, threshold: float | None, gallery_size: int) -> Decision:
         if threshold is not None:
             return Decision(threshold, None, "request")
-        value, fpir, source = self.threshold.threshold(self.gallery.size)
+        value, fpir, source = self.threshold.threshold(gallery_size)
         return Decision(value, fpir, source)
 
     def identify(
         self, data: bytes, *, top_k: int = 5, threshold: float | None = None, timings: Timings | None = None
     ) -> IdentifyResult:
         timings = timings or Timings()
-        faces = self.analyse(data, timings)
-        decision = self.decision(threshold)
+        faces, detected = self.analyse(data, timings)
+        gallery = self.gallery  # one gallery for the whole answer, even if a rebuild swaps it meanwhile
+        decision = self.decision(threshold, gallery.size)
         if not faces:
-            return IdentifyResult([], decision)
+            return IdentifyResult([], decision, gallery.size, detected)
         with timings.stage("search"):
-            hits = self.gallery.search(np.stack([f.embedding for f in faces]), top_k)
+            hits = gallery.search(np.stack([f.embedding for f in faces]), top_k)
         with timings.stage("db"):
             identities = self.store.get_identities(sorted({c.identity_id for row in hits for c in row}))
         results = []
@@ -271,7 +293,7 @@ class Recognizer:
                     candidates=matches,
                 )
             )
-        return IdentifyResult(results, decision)
+        return IdentifyResult(results, decision, gallery.size, detected)
 
     def verify(
         self,
@@ -282,16 +304,21 @@ class Recognizer:
         threshold: float | None = None,
         timings: Timings | None = None,
     ) -> VerifyResult:
-        """1:1: is the largest face of image A the same person as image B's, or as an identity?"""
+        """1:1: is the largest face of image A the same person as image B's, or as an identity?
+
+        Against an identity with K faces the best of K comparisons counts, and a stranger's best of
+        K passes a fixed bar more often than one comparison does: the threshold is raised for K so
+        that the false-accept rate stays the single pair's (as identify does for the gallery size).
+        """
         timings = timings or Timings()
         if (data_b is None) == (identity_id is None):
             raise InvalidInput("give either a second image or an identity_id")
         a = self._largest(data_a, timings, "image_a")
-        limit = threshold if threshold is not None else self.threshold.pair_threshold()
         if data_b is not None:
             b = self._largest(data_b, timings, "image_b")
             similarity = float(a.embedding @ b.embedding)
             box_b: Box | None = b.box
+            limit = threshold if threshold is not None else self.threshold.pair_threshold()
         else:
             assert identity_id is not None
             with timings.stage("db"):
@@ -300,6 +327,7 @@ class Recognizer:
                 raise NoFace(f"identity {identity_id} has no faces enrolled with model {self.model_id}")
             similarity = float((vectors @ a.embedding).max())
             box_b = None
+            limit = threshold if threshold is not None else self.threshold.best_of_threshold(len(vectors))
         return VerifyResult(similarity, "match" if similarity >= limit else "no_match", limit, a.box, box_b)
 
     def _largest(self, data: bytes, timings: Timings, label: str) -> AnalysedFace:
@@ -312,17 +340,16 @@ class Recognizer:
     # --- gallery <- database ----------------------------------------------------
 
     def rebuild(self, progress: bool = False) -> None:
-        """Load every searchable embedding from the database, streamed in batches."""
-        with self._sync_lock:
-            self._reload(progress)
-        self.sync()
-        log.info("gallery ready: %d faces of %s on %s", self.gallery.size, self.model_id, self.gallery.device)
+        """Load every searchable embedding from the database into a new gallery, then swap it in.
 
-    def _reload(self, progress: bool = False) -> None:
-        # The log position is read before the rows: whatever changes meanwhile is
-        # replayed by the next sync, and replaying is idempotent.
+        Searches use the old gallery until the new one is complete, and if loading fails the old
+        one stays (with its log position), so a database error never leaves an empty or
+        half-filled gallery behind.
+        """
+        fresh = self.gallery.fresh()
+        # The log position is read before the rows: whatever changes meanwhile is replayed by
+        # the sync below, and replaying is idempotent.
         seq = self.store.last_change()
-        self.gallery.clear()
         counts = self.store.count_faces_by_model()
         total = counts.get(self.model_id, 0)
         others = {m: n for m, n in counts.items() if m != self.model_id}
@@ -341,7 +368,7 @@ class Recognizer:
             bar = tqdm(total=total, desc="gallery", unit="face")
         loaded = 0
         for ids, owners, vectors in self.store.iter_embeddings(self.model_id):
-            self.gallery.add(ids, owners, vectors)
+            fresh.add(ids, owners, vectors)
             loaded += len(ids)
             if bar is not None:
                 bar.update(len(ids))
@@ -349,37 +376,80 @@ class Recognizer:
                 log.info("gallery: %d / %d faces loaded", loaded, total)
         if bar is not None:
             bar.close()
-        self._seq = seq
+        with self._sync_lock:
+            self.gallery = fresh
+            self._seq = seq
+        self.sync()
+        log.info("gallery ready: %d faces of %s on %s", fresh.size, self.model_id, fresh.device)
 
     def sync(self) -> int:
-        """Apply the database's change log since the last applied entry; returns entries applied."""
+        """Apply the database's change log, in order, from the last applied entry; returns entries applied.
+
+        Consecutive entries of one kind are applied together, and the position moves past each
+        such run only once it is applied: an error (the database away for a moment) leaves the
+        gallery as it was at a known position, and the next sync goes on from there.
+        """
         with self._sync_lock:
             applied = 0
-            try:
-                while True:
-                    changes = self.store.changes_since(self._seq)
-                    if not changes:
-                        return applied
-                    mine = [c for c in changes if c.model == self.model_id]
-                    removed = np.array([c.face_id for c in mine if c.op == "remove"], dtype=np.int64)
-                    added = [c.face_id for c in mine if c.op == "add"]
-                    if added:
-                        for ids, owners, vectors in self.store.iter_embeddings(self.model_id, face_ids=added):
+            while True:
+                changes = self.store.changes_since(self._seq)
+                if not changes:
+                    return applied
+                for run in _runs(changes):
+                    mine = [c.face_id for c in run if c.model == self.model_id]
+                    if mine and run[0].op == "add":
+                        for ids, owners, vectors in self.store.iter_embeddings(self.model_id, face_ids=mine):
                             self.gallery.add(ids, owners, vectors)
-                    if len(removed):
-                        self.gallery.remove(removed)
-                    self._seq = changes[-1].seq
-                    applied += len(changes)
-            except Exception:
-                log.exception("applying the change log failed; rebuilding the gallery from the database")
-                self._reload()
-                return applied
+                    elif mine:
+                        self.gallery.remove(np.array(mine, dtype=np.int64))
+                    self._seq = run[-1].seq
+                    applied += len(run)
 
-    def gallery_status(self) -> GalleryStatus:
+    def check(self, attempts: int = 5) -> GalleryStatus:
+        """Sync, then compare the gallery with the database at the same log position; rebuild on drift.
+
+        The database's side is read in one statement (count and id sums of the searchable faces,
+        and the log position); when writes move the log on meanwhile, sync and compare again.
+        """
+        for _ in range(attempts):
+            self.sync()
+            db = self.store.fingerprint(self.model_id)
+            with self._sync_lock:
+                if db.seq != self._seq:
+                    continue  # written meanwhile
+                mine = self.gallery.fingerprint()
+            if mine == (db.faces, db.face_id_sum, db.identity_id_sum):
+                return self._status(db.faces, in_sync=True)
+            log.error(
+                "the gallery (%d faces) differs from the database (%d faces) at change %d: rebuilding",
+                mine[0],
+                db.faces,
+                db.seq,
+            )
+            self.drift_repairs += 1
+            self.rebuild()
+        db = self.store.fingerprint(self.model_id)
+        return self._status(db.faces, in_sync=db.seq == self._seq and self.gallery.size == db.faces)
+
+    def _status(self, searchable: int, *, in_sync: bool) -> GalleryStatus:
         counts = self.store.count_faces_by_model()
         return GalleryStatus(
             size=self.gallery.size,
-            searchable_in_db=counts.get(self.model_id, 0),
+            searchable_in_db=searchable,
+            in_sync=in_sync,
             other_models={m: n for m, n in counts.items() if m != self.model_id},
             last_change=self._seq,
+            drift_repairs=self.drift_repairs,
         )
+
+
+def _runs(changes: list[FaceChange]) -> Iterator[list[FaceChange]]:
+    """Consecutive entries with the same operation, in log order."""
+    run: list[FaceChange] = []
+    for change in changes:
+        if run and change.op != run[0].op:
+            yield run
+            run = []
+        run.append(change)
+    if run:
+        yield run

@@ -83,11 +83,24 @@ class Settings(BaseSettings):
     sync_interval: float = Field(
         default=0.5, ge=0, description="Seconds between checks of the database change log (0: off)."
     )
+    consistency_interval: float = Field(
+        default=30.0,
+        ge=0,
+        description="Seconds between full comparisons of the gallery with the database (0: off); on a "
+        "difference the gallery is rebuilt. /ready compares too.",
+    )
 
     # Limits
     max_image_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000)
     max_images_per_request: int = Field(default=20, ge=1, le=100)
+    max_faces_per_image: int = Field(
+        default=32,
+        ge=1,
+        le=1000,
+        description="Identify and detect answer for at most this many faces per image, the largest; the "
+        "response says how many were found.",
+    )
 
     # Server
     host: str = "127.0.0.1"

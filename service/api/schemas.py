@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from service.recognizer import Decision, EnrollResult, IdentifiedFace, IdentifyResult, VerifyResult
 from service.store import FaceRecord, IdentityRecord
 from service.vision.detect import Face
 
 Box = list[float]
+
+
+def printable(value: str) -> str:
+    """Names and keys are text: control characters (NUL, which PostgreSQL cannot store, among them)
+    and lone surrogates are refused on every database alike."""
+    for ch in value:
+        category = unicodedata.category(ch)
+        if category == "Cs" or (category == "Cc" and ch not in "\t"):
+            raise ValueError(f"must not contain control characters (found U+{ord(ch):04X})")
+    return value
+
+
+Printable = AfterValidator(printable)
 
 
 class ErrorBody(BaseModel):
@@ -51,8 +65,8 @@ class IdentityList(BaseModel):
 class IdentityUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    external_id: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Annotated[str, Printable] | None = Field(default=None, min_length=1, max_length=200)
+    external_id: Annotated[str, Printable] | None = Field(default=None, min_length=1, max_length=200)
 
 
 class FacePublic(BaseModel):
@@ -153,17 +167,23 @@ class IdentifyResponse(BaseModel):
         description="false-positive identification rate expected at this threshold and gallery size, when known"
     )
     gallery_size: int
+    faces_detected: int = Field(description="faces found in the image")
+    faces_omitted: int = Field(
+        description="faces found but not searched: only the largest FACEID_MAX_FACES_PER_IMAGE are"
+    )
     model: ModelPublic
 
     @classmethod
-    def of(cls, result: IdentifyResult, model: ModelPublic, gallery_size: int) -> IdentifyResponse:
+    def of(cls, result: IdentifyResult, model: ModelPublic) -> IdentifyResponse:
         decision: Decision = result.decision
         return cls(
             faces=[IdentifiedFacePublic.of(f) for f in result.faces],
             threshold=round(decision.threshold, 5),
             threshold_source=decision.source,
             expected_fpir=decision.expected_fpir,
-            gallery_size=gallery_size,
+            gallery_size=result.gallery_size,
+            faces_detected=result.faces_detected,
+            faces_omitted=result.faces_detected - len(result.faces),
             model=model,
         )
 
@@ -201,7 +221,9 @@ class DetectedFace(BaseModel):
 
 
 class DetectResponse(BaseModel):
-    faces: list[DetectedFace]
+    faces: list[DetectedFace] = Field(description="the largest faces, at most FACEID_MAX_FACES_PER_IMAGE")
+    faces_detected: int = Field(description="faces found in the image")
+    faces_omitted: int = Field(description="faces found but left out of `faces`")
     width: int
     height: int
 
@@ -215,10 +237,17 @@ class ReadyResponse(BaseModel):
     model: ModelPublic
     detector: str
     database: Literal["ok", "unreachable"]
-    database_error: str | None = None
+    database_error: str | None = Field(
+        default=None, description="unavailable, query_failed or error; the detail is in the log"
+    )
     gallery_size: int
     gallery_device: str
     gallery_index: str
     searchable_faces_in_db: int | None
     faces_of_other_models: dict[str, int]
-    in_sync: bool
+    in_sync: bool = Field(description="the gallery holds exactly the database's searchable faces")
+    gallery_fingerprint: list[int] = Field(description="faces, sum of face ids, sum of identity ids")
+    drift_repairs: int = Field(
+        default=0, description="times this process found its gallery differing from the database and rebuilt it"
+    )
+    process: str = Field(description="host:pid of the process that answered (each holds its own gallery)")

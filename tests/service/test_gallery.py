@@ -58,3 +58,43 @@ def test_adding_the_same_face_twice_is_a_no_op_and_search_on_empty_is_empty() ->
 def test_cuda_is_refused_without_a_gpu() -> None:
     with pytest.raises(RuntimeError, match="GPU"):
         FaissGallery(8, device="cuda")
+
+
+def test_hnsw_a_face_added_again_after_removal_is_found_with_its_new_vector() -> None:
+    rng = np.random.default_rng(5)
+    vectors = unit(rng, 40, 16)
+    gallery = FaissGallery(16, kind="hnsw", device="cpu")
+    ids = np.arange(1, 41, dtype=np.int64)
+    gallery.add(ids, ids, vectors)
+    gallery.remove(np.array([7]))
+    replacement = unit(rng, 1, 16)
+    gallery.add(np.array([7]), np.array([99]), replacement)
+    hits = gallery.search(replacement, top_k=1)[0]
+    assert hits[0].face_id == 7 and hits[0].identity_id == 99
+    assert hits[0].similarity == pytest.approx(1.0, abs=2e-3)
+    old = gallery.search(vectors[6:7], top_k=3)[0]
+    assert all(not (c.face_id == 7 and c.similarity > 0.99) for c in old)  # the old vector is gone
+    assert gallery.fingerprint() == (40, int(ids.sum()), int(ids.sum()) - 7 + 99)
+
+
+def test_k_is_capped_where_the_index_limits_it() -> None:
+    """FAISS GPU refuses k > 2048: the widening search must stop at the index's limit (here a fake
+    limit of 8 on the CPU) instead of failing once one identity holds many faces."""
+    rng = np.random.default_rng(6)
+    gallery = FaissGallery(16, device="cpu", max_k=8)
+    seen: list[int] = []
+    real_search = gallery._index.search
+
+    def spy(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(k)
+        return real_search(x, k)
+
+    gallery._index.search = spy
+    centre = unit(rng, 1, 16)
+    close = centre + 0.05 * unit(rng, 30, 16)
+    close /= np.linalg.norm(close, axis=1, keepdims=True)
+    gallery.add(np.arange(1, 31), np.ones(30, dtype=np.int64), close)  # one identity, 30 close faces
+    gallery.add(np.arange(31, 41), np.arange(2, 12), unit(rng, 10, 16))  # ten others
+    hits = gallery.search(centre, top_k=5)[0]
+    assert max(seen) <= 8
+    assert hits[0].identity_id == 1 and len(hits) >= 1

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from service.api.deps import ComponentsDep, run_db
 from service.api.routes.recognition import model_public
 from service.api.schemas import Health, ReadyResponse
 
 router = APIRouter(tags=["health"])
+log = logging.getLogger(__name__)
+# Which process answered: replicas and workers each hold their own gallery.
+PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @router.get("/health", response_model=Health, summary="The process is alive")
@@ -27,15 +35,18 @@ async def ready(components: ComponentsDep) -> JSONResponse:
     recognizer = components.recognizer
     database_error = None
     try:
-        # Apply pending changes first, so a write that just committed is not reported as drift.
-        status = await run_db(lambda: (recognizer.sync(), recognizer.gallery_status())[1])
+        # Applies pending changes first, so a write that just committed is not reported as drift,
+        # and rebuilds the gallery if it differs from the database.
+        status = await run_db(recognizer.check)
         searchable: int | None = status.searchable_in_db
         others = status.other_models
-    except Exception as exc:  # the database is down: say so, do not crash
-        database_error = f"{type(exc).__name__}: {exc}"[:300]
-        searchable, others = None, {}
+        in_sync = status.in_sync
+        repairs = status.drift_repairs
+    except Exception as exc:  # the database is down: say so in a word, log the detail
+        log.warning("readiness: the database did not answer: %s", exc)
+        database_error = database_error_code(exc)
+        searchable, others, in_sync, repairs = None, {}, False, recognizer.drift_repairs
     size = recognizer.gallery.size
-    in_sync = searchable is not None and searchable == size
     body = ReadyResponse(
         ready=database_error is None and in_sync,
         model=model_public(components),
@@ -48,8 +59,20 @@ async def ready(components: ComponentsDep) -> JSONResponse:
         searchable_faces_in_db=searchable,
         faces_of_other_models=others,
         in_sync=in_sync,
+        gallery_fingerprint=list(recognizer.gallery.fingerprint()),
+        drift_repairs=repairs,
+        process=PROCESS,
     )
     return JSONResponse(status_code=200 if body.ready else 503, content=body.model_dump(mode="json"))
+
+
+def database_error_code(exc: Exception) -> str:
+    """A short, safe word for a database failure: never the driver's text (host, port, SQL)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return "unavailable"
+    if isinstance(exc, DBAPIError):
+        return "query_failed"
+    return "error"
 
 
 @router.get("/metrics", include_in_schema=False)

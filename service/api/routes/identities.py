@@ -16,6 +16,7 @@ from service.api.schemas import (
     IdentityList,
     IdentityPublic,
     IdentityUpdate,
+    Printable,
 )
 from service.errors import InvalidInput
 from service.timing import Timings
@@ -31,7 +32,10 @@ async def list_identities(
     components: ComponentsDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
-    name: Annotated[str | None, Query(max_length=200, description="Case-insensitive substring of the name.")] = None,
+    name: Annotated[
+        Annotated[str, Printable] | None,
+        Query(max_length=200, description="Case-insensitive substring of the name."),
+    ] = None,
 ) -> IdentityList:
     items, total = await run_db(
         lambda: components.recognizer.store.list_identities(limit=limit, offset=offset, name=name)

@@ -14,6 +14,7 @@ from service.api.schemas import (
     ErrorResponse,
     IdentifyResponse,
     ModelPublic,
+    Printable,
     VerifyResponse,
 )
 from service.errors import InvalidInput
@@ -27,9 +28,12 @@ ERRORS: dict[int | str, dict[str, object]] = {
     422: {"model": ErrorResponse, "description": "Invalid request, unreadable image or no face."},
 }
 
-Name = Annotated[str, Form(min_length=1, max_length=200, description="Display name.", examples=["Ada Lovelace"])]
+Name = Annotated[
+    str, Printable, Form(min_length=1, max_length=200, description="Display name.", examples=["Ada Lovelace"])
+]
 ExternalId = Annotated[
-    str | None, Form(min_length=1, max_length=200, description="Your own unique key for this person.")
+    Annotated[str, Printable] | None,
+    Form(min_length=1, max_length=200, description="Your own unique key for this person."),
 ]
 Images = Annotated[list[UploadFile], File(description="One or more photos (repeat the field), at most 20.")]
 Threshold = Annotated[
@@ -99,7 +103,7 @@ async def identify(
         components, lambda: recognizer.identify(data, top_k=top_k, threshold=threshold, timings=timings)
     )
     finish(response, components, timings)
-    return IdentifyResponse.of(result, model_public(components), recognizer.gallery.size)
+    return IdentifyResponse.of(result, model_public(components))
 
 
 @router.post("/verify", response_model=VerifyResponse, responses=ERRORS, summary="Are these the same person (1:1)")
@@ -134,6 +138,12 @@ async def detect(
 ) -> DetectResponse:
     data = await read_upload(image, components.settings)
     timings = Timings()
-    faces, (width, height) = await run_blocking(components, lambda: components.recognizer.detect(data, timings))
+    faces, found, (width, height) = await run_blocking(components, lambda: components.recognizer.detect(data, timings))
     finish(response, components, timings)
-    return DetectResponse(faces=[DetectedFace.of(f) for f in faces], width=width, height=height)
+    return DetectResponse(
+        faces=[DetectedFace.of(f) for f in faces],
+        faces_detected=found,
+        faces_omitted=found - len(faces),
+        width=width,
+        height=height,
+    )
