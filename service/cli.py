@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from service.errors import FaceIdError
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -20,6 +21,9 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     if settings.workers > 1:
+        if settings.auto_migrate:
+            # Once, here, before the workers start: they would otherwise all migrate at once.
+            migrate(settings)
         # Workers import the factory themselves and read the same FACEID_ environment.
         uvicorn.run(
             "service.app:create_app",
@@ -35,28 +39,39 @@ def serve(settings: Settings) -> None:
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
-def migrate(settings: Settings) -> None:
+def migrate(settings: Settings, wait: float = 60.0) -> None:
     from service.store import Store
-    from service.store.migrate import upgrade
+    from service.store.migrate import upgrade, wait_for_database
 
     store = Store.from_url(settings.database_url)
-    upgrade(store.engine)
-    store.close()
+    try:
+        wait_for_database(store.engine, timeout=wait)
+        upgrade(store.engine)
+    finally:
+        store.close()
 
 
 def _enroll_person(recognizer: Recognizer, person: Path, files: list[Path], chunk_size: int) -> int:
-    """One person's photos, `chunk_size` per call, exactly as POST /enroll then POST /identities/{id}/faces."""
-    accepted = 0
-    identity_id = 0
+    """One person, all or nothing: every photo is analysed first (`chunk_size` at a time, as
+    POST /enroll would take them), then the identity and all its faces are written in one
+    transaction. A person whose photos give no face is not stored at all, so a rerun starts clean."""
+    from service.errors import NoFace
+    from service.recognizer import Rejection
+
+    new, rejected = [], []
     for start in range(0, len(files), chunk_size):
         chunk = [f.read_bytes() for f in files[start : start + chunk_size]]
-        if start == 0:
-            result = recognizer.enroll(person.name, chunk, external_id=person.name)
-            identity_id = result.identity.id
-        else:
-            result = recognizer.add_faces(identity_id, chunk)
-        accepted += len(result.accepted)
-    return accepted
+        try:
+            _, faces, refused = recognizer.new_faces(chunk)
+        except FaceIdError as exc:
+            rejected.append(Rejection(start, exc.code, exc.message))
+            continue
+        new.extend(faces)
+        rejected.extend(refused)
+    if not new:
+        raise NoFace(f"no photo of {person.name} gave a usable face ({len(rejected)} rejected)")
+    recognizer.store.create_identity(person.name, person.name, new)
+    return len(new)
 
 
 def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
@@ -67,7 +82,7 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
     from tqdm import tqdm
 
     from service.app import build_recognizer
-    from service.errors import FaceIdError
+    from service.errors import Conflict
 
     people = sorted(p for p in root.iterdir() if p.is_dir())
     if not people:
@@ -84,7 +99,7 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
             skipped += 1
             continue
         todo.append((person, files))
-    enrolled = photos = failed = 0
+    enrolled = photos = failed = existing = 0
     workers = settings.inference_jobs
     with ThreadPoolExecutor(max_workers=workers) as pool, tqdm(total=len(todo), unit="person", desc="enroll") as bar:
         futures = {
@@ -96,30 +111,39 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
             try:
                 photos += future.result()
                 enrolled += 1
+            except Conflict:  # enrolled by an earlier run (people are written whole)
+                existing += 1
             except FaceIdError as exc:
                 failed += 1
                 tqdm.write(f"{futures[future].name}: {exc.code}: {exc.message}")
             bar.set_postfix(people=enrolled, photos=photos, failed=failed)
-    print(f"enrolled {enrolled} people from {photos} photos; {skipped} already enrolled; {failed} failed")
+    print(f"enrolled {enrolled} people from {photos} photos; {skipped + existing} already enrolled; {failed} failed")
     recognizer.store.close()
-    return 1 if failed and not enrolled else 0
+    return 1 if failed and not (enrolled or existing or skipped) else 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faceid", description=__doc__)
     sub = parser.add_subparsers(dest="command")
-    sub.add_parser("serve", help="run the HTTP service (settings from FACEID_* environment variables)")
-    sub.add_parser("migrate", help="apply database migrations and exit")
+    serve_parser = sub.add_parser("serve", help="run the HTTP service (settings from FACEID_* environment variables)")
+    serve_parser.add_argument("--host", help="address to bind (FACEID_HOST; default 127.0.0.1)")
+    serve_parser.add_argument("--port", type=int, help="port (FACEID_PORT; default 8000)")
+    serve_parser.add_argument("--workers", type=int, help="worker processes (FACEID_WORKERS; default 1)")
+    migrate_parser = sub.add_parser("migrate", help="apply database migrations and exit")
+    migrate_parser.add_argument(
+        "--wait", type=float, default=60.0, help="seconds to keep retrying while the database refuses connections"
+    )
     bulk = sub.add_parser("enroll-folder", help="enroll one identity per sub-folder of photos")
     bulk.add_argument("root", type=Path)
     bulk.add_argument("--skip-existing", action="store_true", help="skip folders already enrolled (by external_id)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = Settings()
+    flags = {k: getattr(args, k, None) for k in ("host", "port", "workers")}
+    settings = Settings(**{k: v for k, v in flags.items() if v is not None})
     if args.command in (None, "serve"):
         serve(settings)
     elif args.command == "migrate":
-        migrate(settings)
+        migrate(settings, args.wait)
     elif args.command == "enroll-folder":
         return enroll_folder(settings, args.root, args.skip_existing)
     return 0

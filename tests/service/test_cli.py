@@ -25,3 +25,63 @@ def test_enroll_folder_enrolls_each_person_once(tmp_path: Path, monkeypatch: pyt
     assert total == 2
     assert sorted((i.external_id, i.faces) for i in items) == [("s1", 3), ("s2", 3)]
     store.close()
+
+
+def test_enroll_folder_writes_each_person_whole_and_reruns_converge(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Photos go in chunks of FACEID_MAX_IMAGES_PER_REQUEST; a chunk without a face once left the
+    person half-stored and reported failed, and every rerun then hit 409."""
+    import io
+
+    from PIL import Image
+
+    blank = io.BytesIO()
+    Image.new("RGB", (200, 200), (128, 128, 128)).save(blank, "PNG")
+    people = tmp_path / "people"
+    (people / "s1").mkdir(parents=True)
+    for i in (1, 2):
+        shutil.copy(ORL / "s1" / f"{i}.pgm", people / "s1" / f"{i}.pgm")
+    (people / "s1" / "3.png").write_bytes(blank.getvalue())  # the second chunk holds only this
+    (people / "nobody").mkdir()
+    (people / "nobody" / "1.png").write_bytes(blank.getvalue())
+    db = tmp_path / "faceid.db"
+    monkeypatch.setenv("FACEID_DATABASE_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("FACEID_MAX_IMAGES_PER_REQUEST", "2")
+    assert main(["enroll-folder", str(people)]) == 0
+    assert "enrolled 1 people from 2 photos; 0 already enrolled; 1 failed" in capsys.readouterr().out
+    assert main(["enroll-folder", str(people)]) == 0  # a rerun: nothing new, nothing broken
+    assert "enrolled 0 people from 0 photos; 1 already enrolled; 1 failed" in capsys.readouterr().out
+    store = Store.from_url(f"sqlite:///{db}")
+    items, total = store.list_identities(limit=10, offset=0)
+    assert total == 1 and (items[0].external_id, items[0].faces) == ("s1", 2)
+    assert store.count_faces_by_model() == {"sface@2021dec-int8bq": 2}
+    store.close()
+
+
+def test_migrate_waits_for_a_database_that_is_not_up_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from service.store.migrate import wait_for_database
+
+    store = Store.from_url("sqlite://")
+    real_connect = store.engine.connect
+    attempts = []
+
+    def flaky() -> object:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise OperationalError("connect", {}, Exception("the database system is starting up"))
+        return real_connect()
+
+    monkeypatch.setattr(store.engine, "connect", flaky)
+    wait_for_database(store.engine, timeout=10, first_delay=0.05)
+    assert len(attempts) == 3 and attempts[2] - attempts[1] >= attempts[1] - attempts[0]  # backs off
+    # A database that never comes up: the error once the time is spent, not a hang.
+    unreachable = Store.from_url("postgresql+psycopg://nobody@127.0.0.1:9/none?connect_timeout=1")
+    start = time.monotonic()
+    with pytest.raises(OperationalError):
+        wait_for_database(unreachable.engine, timeout=1.0, first_delay=0.2)
+    assert 1.0 <= time.monotonic() - start < 8
