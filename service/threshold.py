@@ -456,8 +456,7 @@ class GalleryAwareThreshold:
         i = model.index(value)
         low, point, high = model.exceedance_bounds(value)
         extrapolated = bool(model.basis[i] == "fit" or per_comparison < model.floor_supported)
-        self._say_extrapolated(extrapolated, n, per_comparison, model.floor_supported)
-        return ThresholdChoice(
+        choice = ThresholdChoice(
             value=min(1.0, value),
             expected_fpir=_fpir(point, n),
             fpir_interval=(_fpir(low, n), _fpir(high, n)),
@@ -467,20 +466,30 @@ class GalleryAwareThreshold:
             basis=str(model.basis[i]),
             gap=round(model.gap_high, 3),
         )
+        self._say_extrapolated(choice, n, per_comparison, model.floor_supported)
+        return choice
 
-    def _say_extrapolated(self, extrapolated: bool, n: int, per: float, supported: float) -> None:
-        if extrapolated != self._was_extrapolated:
-            if extrapolated:
+    def _say_extrapolated(self, choice: ThresholdChoice, n: int, per: float, supported: float) -> None:
+        if choice.extrapolated != self._was_extrapolated:
+            if choice.extrapolated and per < supported:
                 log.warning(
-                    "threshold for %d faces extrapolates: it needs a per-comparison false-match rate of %.2g, "
+                    "threshold %.4f for %d faces extrapolates: it needs a per-comparison false-match rate of %.2g, "
                     "below the %.2g the measured impostor pairs support; the fitted tail decides",
+                    choice.value,
                     n,
                     per,
                     supported,
                 )
+            elif choice.extrapolated:
+                log.warning(
+                    "threshold %.4f for %d faces extrapolates: the bound on the measured pairs puts it beyond "
+                    "every measured pair; the fitted tail decides",
+                    choice.value,
+                    n,
+                )
             elif self._was_extrapolated is not None:
-                log.info("threshold for %d faces rests on measured pairs again", n)
-            self._was_extrapolated = extrapolated
+                log.info("threshold %.4f for %d faces rests on measured pairs again", choice.value, n)
+            self._was_extrapolated = choice.extrapolated
 
     def expected_fpir(self, threshold: float, gallery_size: int) -> float:
         return _fpir(self.record.exceedance_bounds(threshold)[1], gallery_size)
