@@ -10,6 +10,12 @@ SQLite database (CPU provider), enrolls the first image as one person so searche
 find a match, and stops it afterwards. `--baseline` first times the bare in-process
 pipeline (bench.pipeline) on each image, so the report shows what HTTP, the database
 and queueing add. Writes JSON and a latency histogram PNG (bench/out/load.json, load.png).
+
+`--rounds R --round-calls C` (with `--baseline`) measures the ratio honestly: R rounds,
+each C bare-pipeline calls then C one-client server calls on the first image,
+interleaved so that both see the same machine load. It reports the ratio of medians per
+round, their median and spread (min, max), and calls `--target` met only when the whole
+spread is at or below it ("not met" when it is all above, else "undecided").
 """
 
 from __future__ import annotations
@@ -188,6 +194,55 @@ def bare_pipeline_ms(images: dict[str, bytes], repeat: int) -> dict[str, float]:
     return out
 
 
+def judge(ratios: list[float], target: float | None) -> str | None:
+    """A ratio target is met only when every round's ratio is at or below it."""
+    if target is None:
+        return None
+    return "met" if max(ratios) <= target else "not met" if min(ratios) > target else "undecided"
+
+
+def interleaved_ratio(
+    url: str, image: bytes, rounds: int, calls: int, target: float | None, warmup: int = 3
+) -> dict[str, Any]:
+    """Server p50 over bare-pipeline p50, round by round, the two interleaved."""
+    from bench.common import load_average
+    from bench.pipeline import build_pipelines
+    from service.settings import Settings
+
+    service = build_pipelines(threads=Settings().onnx_threads, peers=False)[0]
+    files = {"image": ("probe", image, "application/octet-stream")}
+    per_round = []
+    with httpx.Client(base_url=url, timeout=120) as client:
+        for _ in range(warmup):
+            service.run(image)
+            client.post("/identify", files=files).raise_for_status()
+        for _ in range(rounds):
+            bare, served = [], []
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                service.run(image)
+                bare.append((time.perf_counter() - t0) * 1000)
+            for _ in range(calls):
+                t0 = time.perf_counter()
+                client.post("/identify", files=files).raise_for_status()
+                served.append((time.perf_counter() - t0) * 1000)
+            b, s = statistics.median(bare), statistics.median(served)
+            per_round.append({"bare_p50_ms": round(b, 2), "server_p50_ms": round(s, 2), "ratio": round(s / b, 3)})
+            print(json.dumps(per_round[-1] | {"load": load_average()}), flush=True)
+    ratios = [r["ratio"] for r in per_round]
+    spread = [min(ratios), max(ratios)]
+    return {
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "ratio_median": round(statistics.median(ratios), 3),
+        "ratio_spread": spread,
+        "target": target,
+        "verdict": judge(ratios, target),
+        "per_round": per_round,
+        "load_average_after": load_average(),
+    }
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -199,6 +254,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--baseline", action="store_true", help="time the bare in-process pipeline first")
+    parser.add_argument("--rounds", type=int, default=0, help="interleaved bare/server rounds (>= 5 for a claim)")
+    parser.add_argument("--round-calls", type=int, default=100, help="calls of each kind per round")
+    parser.add_argument("--target", type=float, default=None, help="server/bare p50 ratio to judge, e.g. 1.15")
     parser.add_argument("--out", type=Path, default=Path("bench/out/load.json"))
     parser.add_argument("--plot", type=Path, default=None, help="histogram PNG (default: next to --out)")
     parser.add_argument("--publish", action="store_true", help="copy the JSON and PNG to bench/results/")
@@ -215,7 +273,15 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     before = machine()
     baseline = bare_pipeline_ms(images, repeat=20) if args.baseline else {}
 
+    interleaved: dict[str, Any] = {}
+
     def run_all(url: str) -> list[dict[str, Any]]:
+        if args.rounds and args.endpoint == "identify":
+            interleaved.update(
+                interleaved_ratio(url, images[paths[0].name], args.rounds, args.round_calls, args.target)
+                | {"image": paths[0].name}
+            )
+            print(json.dumps({k: v for k, v in interleaved.items() if k != "per_round"}), flush=True)
         results = []
         for name, data in images.items():
             for c in args.clients:
@@ -242,7 +308,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             most["throughput_over_1_client"] = round(most["throughput_rps"] / runs[1]["throughput_rps"], 2)
             most["p99_over_p50"] = round(most["p99_ms"] / most["p50_ms"], 2) if most["p50_ms"] else None
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"machine": before, "load_average_after": machine()["load_average_1_5_15"], "runs": results}
+    report = {
+        "machine": before,
+        "load_average_after": machine()["load_average_1_5_15"],
+        "interleaved": interleaved or None,
+        "runs": results,
+    }
     args.out.write_text(json.dumps(report, indent=1))
     plot = plot_histogram(results, args.plot or args.out.with_suffix(".png"))
     report_written(args.out, plot, publish_results=args.publish)

@@ -1,0 +1,27 @@
+"""bench.load's interleaved baseline: rounds of bare and server calls, and an honest verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import load
+from bench.common import FACE_640
+
+
+def test_a_target_is_met_only_when_the_whole_spread_is_clear_of_it() -> None:
+    assert load.judge([1.05, 1.10, 1.12], 1.15) == "met"
+    assert load.judge([1.08, 1.34, 1.34], 1.15) == "undecided"
+    assert load.judge([1.2, 1.3], 1.15) == "not met"
+    assert load.judge([1.2], None) is None
+
+
+def test_interleaved_rounds_against_a_server_it_starts(tmp_path: Path) -> None:
+    out = tmp_path / "load.json"
+    argv = ["--server", "--image", str(FACE_640), "--clients", "1", "--requests", "2", "--out", str(out)]
+    load.main([*argv, "--baseline", "--rounds", "2", "--round-calls", "3", "--target", "50"])
+    report = json.loads(out.read_text())["interleaved"]
+    assert report["rounds"] == 2 and len(report["per_round"]) == 2
+    assert all(r["bare_p50_ms"] > 0 and r["server_p50_ms"] > 0 for r in report["per_round"])
+    assert report["ratio_spread"][0] <= report["ratio_median"] <= report["ratio_spread"][1]
+    assert report["verdict"] == "met"  # HTTP and the database do not cost 50x the pipeline
