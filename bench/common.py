@@ -48,6 +48,24 @@ def shared_asset(*parts: str) -> Path | None:
     return path if path.exists() else None
 
 
+def blas_threads(count: int | None = None) -> int | None:
+    """Set (when `count` is given) and return numpy's OpenBLAS thread count, or None where it is
+    not numpy's bundled OpenBLAS (then the environment's OPENBLAS_NUM_THREADS decides)."""
+    import ctypes
+    import glob
+
+    libs = glob.glob(str(Path(np.__file__).parent.parent / "numpy.libs" / "libscipy_openblas*.so"))
+    if not libs:
+        return None
+    blas = ctypes.CDLL(libs[0])
+    try:
+        if count is not None:
+            blas.scipy_openblas_set_num_threads64_(ctypes.c_int(count))
+        return int(blas.scipy_openblas_get_num_threads64_())
+    except AttributeError:
+        return None
+
+
 def load_average() -> tuple[float, float, float]:
     one, five, fifteen = os.getloadavg()
     return round(one, 2), round(five, 2), round(fifteen, 2)
