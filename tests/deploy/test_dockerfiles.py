@@ -1,14 +1,18 @@
 """The Dockerfiles: lint-clean, installing the project the way the README and CI do
-with every version pinned, non-root, with a healthcheck on /ready."""
+with every version pinned and `pip check` passing, non-root, with a healthcheck on /ready,
+and entry points that work without a GPU. (tests/deploy/test_pins_resolve.py checks that
+the pins resolve as wheels for each image's Python and platform.)"""
 
 from __future__ import annotations
 
 import http.server
 import importlib.metadata
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import tomllib
 from collections.abc import Iterator
@@ -22,6 +26,7 @@ from packaging.version import Version
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
 SERVICE, TRAIN = DOCKER / "Dockerfile", DOCKER / "Dockerfile.train"
+VENV_BIN = Path(sys.executable).parent
 CONSTRAINTS = DOCKER / "constraints.txt"
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 HADOLINT = shutil.which("hadolint", path=str(Path(sys.executable).parent)) or shutil.which("hadolint")
@@ -103,7 +108,21 @@ def test_project_installed_as_readme_and_ci_do_with_the_pins() -> None:
             assert words[words.index("-c") + 1] == "docker/constraints.txt", (path.name, words)
             extras = set(re.findall(r"\w+", targets[0]))
             assert extras <= known_extras, f"{path.name} installs extras the README/CI never test: {extras}"
-    assert sorted(project_installs) == [("Dockerfile", "."), ("Dockerfile.train", ".[train]")]
+    assert sorted(project_installs) == [
+        ("Dockerfile", ".[cpu]"),
+        ("Dockerfile", ".[gpu]"),
+        ("Dockerfile.train", ".[train]"),
+    ]
+
+
+@pytest.mark.parametrize("path", [SERVICE, TRAIN], ids=lambda p: p.name)
+def test_every_project_install_is_checked(path: Path) -> None:
+    """`pip check` after each install: the GPU packages are a real extra, not a swap that leaves
+    the project's requirements unmet; nothing is uninstalled afterwards."""
+    for name, args in instructions(path):
+        if name == "RUN" and re.search(r"pip install .*-c docker/constraints\.txt", args):
+            assert "pip check" in args, args
+        assert "pip uninstall" not in args
 
 
 def test_every_pip_install_is_pinned_by_constraints() -> None:
@@ -122,9 +141,12 @@ def test_every_pip_install_is_pinned_by_constraints() -> None:
 
 def test_constraints_satisfy_pyproject() -> None:
     pinned = pins()
-    requirements = PYPROJECT["project"]["dependencies"] + PYPROJECT["project"]["optional-dependencies"]["train"]
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    requirements = PYPROJECT["project"]["dependencies"] + extras["cpu"] + extras["gpu"] + extras["train"]
     for spec in map(Requirement, requirements):
         name = canonicalize_name(spec.name)
+        if name == PYPROJECT["project"]["name"]:  # faceid[cpu]: an extra of this project
+            continue
         assert name in pinned, f"{spec.name} is not pinned in {CONSTRAINTS.name}"
         assert spec.specifier.contains(pinned[name], prereleases=True), f"{name}=={pinned[name]} violates {spec}"
 
@@ -148,22 +170,29 @@ def test_training_image_torch_is_the_projects_torch() -> None:
     arg = re.search(r"ARG TORCH_VERSION=(\S+)", TRAIN.read_text())
     assert arg and version.contains(arg[1]) and str(version) == f"=={arg[1]}"
     assert pins()["torch"] == arg[1]
-    assert re.search(r"ARG TORCH_INDEX=https://download\.pytorch\.org/whl/cu12\d\b", TRAIN.read_text())
-    assert "torchrun" in dict(stages(TRAIN)["stage0"])["ENTRYPOINT"]
+    # PyPI's torch 2.13.0 is the CUDA 13.0 build, whose CUDA libraries are pinned with it; no
+    # second index (the PyTorch index has no CUDA 12.8 build of 2.13, and CI cannot reach it).
+    assert "--index-url" not in TRAIN.read_text() and "--extra-index-url" not in TRAIN.read_text()
+    pinned = pins()
+    assert pinned["cuda-toolkit"].startswith("13.0.") and pinned["nvidia-cudnn-cu13"].startswith("9.")
+    assert dict(stages(TRAIN)["stage0"])["ENTRYPOINT"] == '["faceid-train-entrypoint"]'
 
 
-def test_gpu_target_is_cuda12_cudnn9_with_gpu_wheels() -> None:
-    text = SERVICE.read_text()
-    assert re.search(
-        r"ARG CUDA_RUNTIME=nvidia/cuda:12\.[\d.]+-cudnn-runtime-", text
-    )  # cuDNN 9 is in every CUDA 12.4+ cudnn image
+def test_gpu_target_is_cuda12_6_cudnn9_with_the_gpu_extra() -> None:
+    cuda = re.search(r"ARG CUDA_RUNTIME=nvidia/cuda:(12\.\d+)\.\d+-cudnn-runtime-ubuntu24\.04\n", SERVICE.read_text())
+    assert cuda, "CUDA 12 with cuDNN (9 in every 12.4+ cudnn image) on the Ubuntu release the venv is built on"
     froms = {name: dict(body)["FROM"] for name, body in stages(SERVICE).items()}
     assert froms["gpu"].startswith("${CUDA_RUNTIME}") and list(froms)[-1] == "gpu", "gpu is the default target"
+    assert re.search(r"ARG UBUNTU=ubuntu:24\.04\n", SERVICE.read_text())
     gpu_venv = " ".join(a for n, a in stages(SERVICE)["venv-gpu"] if n == "RUN")
-    assert "onnxruntime-gpu" in gpu_venv and "faiss-gpu-cu12" in gpu_venv
-    assert "uninstall -y onnxruntime faiss-cpu" in gpu_venv
+    assert "'.[gpu]'" in gpu_venv and "CUDAExecutionProvider" in gpu_venv
+    gpu_extra = {canonicalize_name(Requirement(r).name) for r in PYPROJECT["project"]["optional-dependencies"]["gpu"]}
+    assert gpu_extra == {"onnxruntime-gpu", "faiss-gpu-cu12"}
     pinned = pins()
     assert Version(pinned["onnxruntime-gpu"]) < Version("1.27"), "onnxruntime-gpu 1.27+ on PyPI is built for CUDA 13"
+    # The CUDA wheels faiss-gpu-cu12 loads are the base image's CUDA minor version.
+    for wheel in ("nvidia-cublas-cu12", "nvidia-cuda-runtime-cu12"):
+        assert pinned[wheel].startswith(cuda[1] + "."), (wheel, pinned[wheel], cuda[1])
 
 
 @pytest.mark.parametrize(("path", "stage"), [(SERVICE, "cpu"), (SERVICE, "gpu"), (TRAIN, "stage0")])
@@ -176,7 +205,7 @@ def test_final_stages_run_as_non_root(path: Path, stage: str) -> None:
 def test_service_stages_have_a_healthcheck_and_serve(stage: str) -> None:
     body = dict(stages(SERVICE)[stage])
     assert "faceid-healthcheck" in body["HEALTHCHECK"]
-    assert body["ENTRYPOINT"] == '["faceid"]' and body["CMD"] == '["serve"]'
+    assert body["ENTRYPOINT"] == '["faceid-entrypoint"]' and body["CMD"] == '["serve"]'
     assert "FACEID_HOST=0.0.0.0" in body["ENV"]
 
 
@@ -223,3 +252,81 @@ def test_healthcheck_script(ready_server: http.server.HTTPServer, status: int, c
     env = {"FACEID_PORT": str(ready_server.server_address[1])}
     result = subprocess.run([sys.executable, str(DOCKER / "healthcheck.py")], env=env, capture_output=True, timeout=30)
     assert result.returncode == code, result.stderr
+
+
+def run_entrypoint(
+    script: str, args: list[str], cwd: Path, env: dict[str, str] | None = None, path: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["sh", str(DOCKER / script), *args],
+        cwd=cwd,
+        env={"PATH": f"{path}{VENV_BIN}:/usr/bin:/bin", "HOME": "/nonexistent", **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_service_entrypoint_reads_the_password_file(tmp_path: Path) -> None:
+    secret = tmp_path / "postgres_password"
+    secret.write_text("pa ss:w@rd/#1\n")
+    # `env` in place of faceid shows the environment the service would start with.
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    (probe / "faceid").symlink_to(shutil.which("env") or "/usr/bin/env")
+    result = run_entrypoint("entrypoint.sh", [], tmp_path, {"PGPASSWORD_FILE": str(secret)}, path=f"{probe}:")
+    assert result.returncode == 0, result.stderr
+    env = dict(line.split("=", 1) for line in result.stdout.splitlines() if "=" in line)
+    assert env["PGPASSWORD"] == "pa ss:w@rd/#1" and "PGPASSWORD_FILE" not in env
+
+    missing = run_entrypoint("entrypoint.sh", [], tmp_path, {"PGPASSWORD_FILE": str(tmp_path / "nope")}, f"{probe}:")
+    assert missing.returncode == 1 and "PGPASSWORD_FILE" in missing.stderr and not missing.stdout
+
+
+def test_service_entrypoint_runs_faceid(tmp_path: Path) -> None:
+    result = run_entrypoint("entrypoint.sh", ["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "serve" in result.stdout and "migrate" in result.stdout
+
+
+@pytest.mark.torch
+def test_training_entrypoint_help_works_without_a_gpu(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "runs").mkdir()
+    result = run_entrypoint("train-entrypoint.sh", ["--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "export" in result.stdout and "train" in result.stdout
+    # `train` goes to torchrun only with GPUs; here it says so and runs once on the CPU.
+    result = run_entrypoint("train-entrypoint.sh", ["train", "--help"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no GPU visible" in result.stderr and "--config" in result.stdout
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv to drop to uid 10001"
+)
+def test_training_entrypoint_stops_when_runs_is_not_writable() -> None:
+    with tempfile.TemporaryDirectory() as work:  # not under pytest's root-only tmp folder
+        Path(work).chmod(0o755)
+        runs = Path(work) / "runs"
+        runs.mkdir(mode=0o755)  # root's, as a host folder of another uid is
+        result = subprocess.run(
+            ["setpriv", "--reuid=10001", "--regid=10001", "--clear-groups", "sh", str(DOCKER / "train-entrypoint.sh")],
+            cwd=work,
+            env={"PATH": f"{VENV_BIN}:/usr/bin:/bin", "HOME": "/root"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert result.returncode == 1
+    assert "runs is not writable by uid 10001" in result.stderr and "--user" in result.stderr
+
+
+def test_training_image_workspace_is_open_to_any_uid() -> None:
+    """`--user $(id -u):$(id -g)` must reach the configs; uid 10001 owns the runs/ and models/
+    mount points, for runs without --user on a named volume."""
+    runs = " ".join(a for n, a in instructions(TRAIN) if n == "RUN")
+    assert "chmod 0755 /workspace" in runs and "chmod -R a+rX /workspace" in runs
+    assert "chown 10001:10001 runs models" in runs
+    readme = (ROOT / "README.md").read_text()
+    assert '--user "$(id -u):$(id -g)"' in readme and '-v "$PWD/models:/workspace/models"' in readme
