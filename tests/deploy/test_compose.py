@@ -1,7 +1,7 @@
 """The compose files: valid for Compose (checked offline with docker-compose 1.29, as CI
-installs it), and saying what the deployment needs: the GPU reserved, the database
-healthy and migrated before the service starts, settings the service actually reads,
-passwords only from the environment."""
+installs it), and saying what the deployment needs: the GPU reserved and required (ONNX
+Runtime and FAISS), the database healthy over TCP and migrated before the service starts,
+bounded restarts, settings the service actually reads, passwords only from secret files."""
 
 from __future__ import annotations
 
@@ -22,9 +22,12 @@ CPU = ROOT / "docker-compose.cpu.yml"
 COMPOSE = shutil.which("docker-compose")
 needs_compose = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed (.ci/run installs it)")
 GPU_SETTINGS = {"FACEID_REQUIRE_GPU", "FACEID_PROVIDERS", "FACEID_GALLERY_DEVICE"}
+PASSWORD_SECRET = "/run/secrets/postgres_password"
 
 
-def compose(*files: Path, env: dict[str, str], args: tuple[str, ...] = ("config",)) -> subprocess.CompletedProcess[str]:
+def compose(
+    *files: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ("config",)
+) -> subprocess.CompletedProcess[str]:
     assert COMPOSE is not None
     empty = ROOT / "docker" / "constraints.txt"  # any file without assignments: no .env is read
     command = [COMPOSE, "--env-file", str(empty)]
@@ -33,7 +36,7 @@ def compose(*files: Path, env: dict[str, str], args: tuple[str, ...] = ("config"
     return subprocess.run(
         [*command, *args],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", **env},
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
         capture_output=True,
         text=True,
         timeout=60,
@@ -41,7 +44,7 @@ def compose(*files: Path, env: dict[str, str], args: tuple[str, ...] = ("config"
 
 
 def resolved(*files: Path) -> dict[str, Any]:
-    result = compose(*files, env={"POSTGRES_PASSWORD": "s3cret"})
+    result = compose(*files)
     assert result.returncode == 0, result.stderr
     return yaml.safe_load(result.stdout)
 
@@ -71,54 +74,89 @@ def active(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {name: s for name, s in config["services"].items() if not s.get("profiles")}
 
 
+def restart_bound(policy: str) -> int:
+    """N of `on-failure:N`; any other policy fails the test."""
+    match = re.fullmatch(r"on-failure:(\d+)", policy)
+    assert match, f"restart: {policy} (a start-up error must stop after a bounded number of tries)"
+    return int(match[1])
+
+
+def secrets(service: dict[str, Any]) -> set[str]:
+    return {s if isinstance(s, str) else s["source"] for s in service.get("secrets", [])}
+
+
 @needs_compose
 @pytest.mark.parametrize("files", [(BASE,), (BASE, CPU)], ids=["gpu", "cpu"])
 def test_validates(files: tuple[Path, ...]) -> None:
-    result = compose(*files, env={"POSTGRES_PASSWORD": "s3cret"}, args=("config", "-q"))
+    result = compose(*files, args=("config", "-q"))
     assert result.returncode == 0, result.stderr
 
 
-@needs_compose
-def test_refuses_to_run_without_a_password() -> None:
-    result = compose(BASE, env={}, args=("config", "-q"))
-    assert result.returncode != 0
-    assert "POSTGRES_PASSWORD" in result.stderr
-
-
-def test_passwords_come_only_from_the_environment() -> None:
+def test_passwords_come_only_from_secret_files() -> None:
     for path in (BASE, CPU):
         for line in path.read_text().splitlines():
-            if re.search(r"PASSWORD\s*:", line):
-                assert "${POSTGRES_PASSWORD:?" in line, f"{path.name}: {line.strip()}"
+            if re.search(r"(PASSWORD|KEY)\w*\s*:", line):
+                assert re.search(r"_FILE:\s*/run/secrets/\w+\s*$", line), f"{path.name}: {line.strip()}"
             assert not re.search(r"postgres(ql)?(\+\w+)?://[^@/\s]*:[^@/\s]*@", line), "a password in a URL"
+            assert "${POSTGRES_PASSWORD" not in line
 
 
 @needs_compose
-def test_gpu_service_reserves_the_gpu_and_waits_for_a_migrated_database() -> None:
+@pytest.mark.parametrize("files", [(BASE,), (BASE, CPU)], ids=["gpu", "cpu"])
+def test_database_password_is_one_secret_for_postgres_and_the_service(files: tuple[Path, ...]) -> None:
+    config = resolved(*files)
+    assert config["secrets"]["postgres_password"]["file"] == str(ROOT / "secrets" / "postgres_password")
+    db = config["services"]["db"]
+    assert db["environment"]["POSTGRES_PASSWORD_FILE"] == PASSWORD_SECRET
+    assert "postgres_password" in secrets(db)
+    for name, service in active(config).items():
+        if name == "db":
+            continue
+        env = service["environment"]
+        assert env["PGPASSWORD_FILE"] == PASSWORD_SECRET and "postgres_password" in secrets(service), name
+        assert not {k for k in env if "PASSWORD" in k} - {"PGPASSWORD_FILE"}, name
+    # The secrets directory never reaches git.
+    assert "/secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+
+
+@needs_compose
+def test_gpu_service_reserves_and_requires_the_gpu_and_waits_for_a_migrated_database() -> None:
     config = resolved(BASE)
     services = active(config)
     assert set(services) == {"db", "migrate", "faceid"}
     faceid = services["faceid"]
     devices = faceid["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and "gpu" in d["capabilities"] for d in devices)
-    assert faceid["environment"]["FACEID_REQUIRE_GPU"] == "true"
-    assert faceid["environment"]["FACEID_AUTO_MIGRATE"] == "false"
+    env = faceid["environment"]
+    assert env["FACEID_REQUIRE_GPU"] == "true"
+    assert env["FACEID_GALLERY_DEVICE"] == "cuda", "auto would fall back to a CPU gallery without a word"
+    assert env["FACEID_AUTO_MIGRATE"] == "false"
+    assert env["FACEID_ADMIN_KEY_FILE"] == "/run/secrets/faceid_admin_key"
+    assert "faceid_admin_key" in secrets(faceid) and "faceid_admin_key" in config["secrets"]
     assert faceid["build"]["target"] == "gpu"
     assert faceid["depends_on"] == {
         "db": {"condition": "service_healthy"},
         "migrate": {"condition": "service_completed_successfully"},
     }
+    assert 1 <= restart_bound(faceid["restart"]) <= 10
 
     migrate = services["migrate"]
-    assert migrate["command"] == ["migrate"] and migrate["restart"] == "no"
+    assert migrate["command"] == ["migrate"]
+    assert 1 <= restart_bound(migrate["restart"]) <= 10
     assert migrate["depends_on"] == {"db": {"condition": "service_healthy"}}
-    assert migrate["environment"]["FACEID_DATABASE_URL"] == faceid["environment"]["FACEID_DATABASE_URL"]
+    assert migrate["environment"]["FACEID_DATABASE_URL"] == env["FACEID_DATABASE_URL"]
+    assert "FACEID_ADMIN_KEY_FILE" not in migrate["environment"]
 
-    db = services["db"]
-    assert "pg_isready" in " ".join(db["healthcheck"]["test"])
-    data = mounts(db)["/var/lib/postgresql/data"]
-    assert data["named"] and data["source"] in config["volumes"]
-    assert db["environment"]["POSTGRES_PASSWORD"] == faceid["environment"]["PGPASSWORD"] == "s3cret"
+
+@needs_compose
+def test_database_healthcheck_asks_over_tcp() -> None:
+    """pg_isready without -h asks on the Unix socket, where the entrypoint's temporary
+    initialisation server answers on a fresh volume before the real one listens."""
+    test = resolved(BASE)["services"]["db"]["healthcheck"]["test"]
+    command = test[1:] if test[0] == "CMD" else test[1].split()
+    assert command[0] == "pg_isready"
+    assert command[command.index("-h") + 1] in ("127.0.0.1", "localhost")
+    assert command[command.index("-U") + 1] == "faceid" and command[command.index("-d") + 1] == "faceid"
 
 
 @needs_compose
@@ -143,14 +181,21 @@ def test_cpu_override_reserves_nothing_and_serves_the_same_settings() -> None:
     assert {k: v for k, v in cpu["environment"].items() if k not in GPU_SETTINGS} == same
     for key in ("command", "depends_on", "ports", "volumes", "restart"):
         assert cpu[key] == gpu[key], key
+    assert secrets(cpu) == secrets(gpu)
 
 
 @needs_compose
 @pytest.mark.parametrize("files", [(BASE,), (BASE, CPU)], ids=["gpu", "cpu"])
-def test_every_faceid_variable_is_a_valid_setting(files: tuple[Path, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_faceid_variable_is_a_valid_setting(
+    files: tuple[Path, ...], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     fields = {f"FACEID_{name.upper()}" for name in Settings.model_fields}
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret-value-of-some-length\n")
     for name, service in resolved(*files)["services"].items():
         env = {k: str(v) for k, v in (service.get("environment") or {}).items() if k.startswith("FACEID_")}
+        # Secret files exist only in the container: a stand-in file with the same role.
+        env = {k: str(secret) if v.startswith("/run/secrets/") else v for k, v in env.items()}
         assert set(env) <= fields, (name, set(env) - fields)
         for key in list(Settings.model_fields):
             monkeypatch.delenv(f"FACEID_{key.upper()}", raising=False)
