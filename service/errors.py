@@ -5,16 +5,24 @@ Each error has a stable machine-readable `code` and the HTTP status it maps to.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
+from types import MappingProxyType
+
 
 class FaceIdError(Exception):
     code = "error"
     status = 500
+    # Response headers that go with the error (WWW-Authenticate, Retry-After).
+    headers: Mapping[str, str] = MappingProxyType({})
 
-    def __init__(self, message: str, *, code: str | None = None) -> None:
+    def __init__(self, message: str, *, code: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if headers is not None:
+            self.headers = {**type(self).headers, **headers}
 
 
 class ModelError(FaceIdError):
@@ -72,3 +80,30 @@ class NotFound(FaceIdError):
 class Conflict(FaceIdError):
     code = "conflict"
     status = 409
+
+
+class Unauthorized(FaceIdError):
+    """No API key, or one that is malformed, unknown or revoked."""
+
+    code = "unauthorized"
+    status = 401
+    headers = MappingProxyType({"WWW-Authenticate": "Bearer"})
+
+
+class Forbidden(FaceIdError):
+    """A valid key without the scope the route needs."""
+
+    code = "forbidden"
+    status = 403
+
+
+class RateLimited(FaceIdError):
+    """The key's requests per minute are used up; `Retry-After` says for how long."""
+
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        seconds = max(1, math.ceil(retry_after))
+        super().__init__(message, headers={"Retry-After": str(seconds)})
+        self.retry_after = seconds

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from dotenv import dotenv_values
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.cpus import available_cpus
@@ -17,6 +18,15 @@ from service.vision.onnx import DEFAULT_PROVIDERS
 # FACEID_ variables that belong to the project's other tools, not to the service
 # (and FACEID_TEST_*, the test suite's).
 OTHER_FACEID_VARIABLES = frozenset({"FACEID_SHARED", "FACEID_SYNTH_GENERATOR"})
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class Settings(BaseSettings):
@@ -90,6 +100,11 @@ class Settings(BaseSettings):
         "difference the gallery is rebuilt. /ready compares too.",
     )
 
+    # Audit
+    audit_retention_days: int = Field(
+        default=365, ge=1, le=36500, description="Audit entries older than this are deleted (checked hourly)."
+    )
+
     # Limits
     max_image_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000)
@@ -101,6 +116,32 @@ class Settings(BaseSettings):
         description="Identify and detect answer for at most this many faces per image, the largest; the "
         "response says how many were found.",
     )
+
+    # Access
+    auth: bool = Field(
+        default=True,
+        description="Require an API key on every route but /health, /ready and /metrics. false is for local "
+        "experiments only: the service then refuses any host but a loopback address.",
+    )
+    admin_key: SecretStr | None = Field(
+        default=None,
+        description="An admin API key to register at start-up (at least 32 characters, e.g. `openssl rand -hex 32`).",
+    )
+    admin_key_file: Path = Field(
+        default=Path("./faceid-admin.key"),
+        description="If it holds a key (a Docker secret), that key is registered as an admin key; else, on the "
+        "first start (no key at all), a new admin key is written there (mode 0600, never overwritten).",
+    )
+    rate_limit_per_minute: int = Field(
+        default=1200, ge=0, description="Requests per minute per key and process, unless the key says (0: no limit)."
+    )
+    auth_cache_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="How long a process trusts what it read about a key: a revoked key stops working within it.",
+    )
+    metrics_require_key: bool = Field(default=False, description="Require a valid API key on GET /metrics too.")
 
     # Server
     host: str = "127.0.0.1"
@@ -134,6 +175,16 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown settings {unknown}; known: {sorted(known)}")
         return data
+
+    @model_validator(mode="after")
+    def _auth_off_only_on_loopback(self) -> Settings:
+        if not self.auth and not is_loopback(self.host):
+            raise ValueError(
+                f"FACEID_AUTH=false lets anyone who reaches the port read and change every face: it is for local "
+                f"experiments only, and then the host must be a loopback address (127.0.0.1, ::1 or localhost), "
+                f"not {self.host!r}"
+            )
+        return self
 
     @field_validator("providers", mode="before")
     @classmethod

@@ -11,6 +11,7 @@ from typing import Annotated, TypeVar
 import anyio
 from fastapi import Depends, Request, UploadFile
 
+from service.auth.authenticator import Authenticator
 from service.errors import ImageTooLarge, InvalidImage, InvalidInput
 from service.metrics import Metrics
 from service.recognizer import Recognizer
@@ -27,6 +28,8 @@ class Components:
     # A fixed set of worker threads for inference and database work: it bounds concurrent
     # CPU/GPU work, and per-thread state (one YuNet instance per thread) is made once.
     inference: ThreadPoolExecutor
+    # API keys, scopes and rate limits (service.api.auth.requires reads it).
+    auth: Authenticator
 
 
 def get_components(request: Request) -> Components:
