@@ -7,8 +7,12 @@
   `faceid-train eval` reports).
 - Open-set identification (`bench.accuracy`'s protocol): s1..s10 enrolled with 1 or 3
   photos, s11..s20 never enrolled, 1,000 DCGAN distractors; FNIR at FPIR 1% and 5%.
-- CPU latency per face: `embed` on 64 crops in batches of 1 and of 8, one intra-op
-  thread, the three models in turn in one process (wall and CPU time).
+- Latency per face, measured as `bench.pipeline` measures SFace's (its `embed_latency`:
+  the aligned crop of bench/face_640x480.jpg, batches of 1 and 8, the service's ONNX
+  Runtime threads), the models interleaved over `--rounds` rounds so that each sees the
+  same machine load: the median, the spread (min, max) over rounds, the CPU time, and the
+  ratio to SFace within each round (the steadiest figure on a shared machine).
+  `--latency-only` measures this alone (no embeddings, no distractors).
 
 Writes report.json, roc.png and det_open_set_{1,3}.png under --out.
 """
@@ -24,7 +28,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bench.accuracy import _Embedder, distractor_crops, embed_batches, evaluate, orl_crops
-from bench.common import machine, shared_asset, time_call, write_json
+from bench.common import FACE_640, machine, shared_asset, time_call, write_json
+from service.settings import Settings
+from service.vision.align import align_face
+from service.vision.decode import decode_image
 from service.vision.detect import DetectorOptions, YuNetDetector
 from service.vision.embed import OnnxEmbedder
 from service.vision.models import load_detector_model, load_embedder_model
@@ -33,12 +40,11 @@ from training.plots import plot_det, plot_roc
 
 DISTRACTORS = 1000
 FARS = (1e-2, 1e-3)
-LATENCY_CROPS = 64
 
 
 def onnx_embedder(ref: str) -> OnnxEmbedder:
     manifest, model = load_embedder_model(ref)
-    return OnnxEmbedder(manifest, model, providers=["CPUExecutionProvider"], intra_op_threads=1)
+    return OnnxEmbedder(manifest, model, providers=["CPUExecutionProvider"], intra_op_threads=Settings().onnx_threads)
 
 
 def cached_distractor_crops(detector: YuNetDetector, cache: Path) -> np.ndarray:
@@ -59,18 +65,28 @@ def all_pairs(people: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([i, j], axis=1), people[i] == people[j]
 
 
-def latency(embedder: _Embedder, crops: np.ndarray, batch: int) -> dict[str, float]:
-    """Per-face wall and CPU ms of embedding `crops` in batches of `batch`."""
-
-    def run() -> None:
-        for start in range(0, len(crops), batch):
-            embedder.embed(list(crops[start : start + batch]))
-
-    timing = time_call(run, repeat=5, warmup=1)
-    return {
-        "wall_ms_per_face": round(timing["median_ms"] / len(crops), 3),
-        "cpu_ms_per_face": round(timing["cpu_median_ms"] / len(crops), 3),
-    }
+def latency(embedders: dict[str, _Embedder], crop: np.ndarray, rounds: int, repeat: int) -> dict[str, Any]:
+    """Per-face ms of each model, bench.pipeline's way, the models interleaved round by round."""
+    samples: dict[str, dict[str, list[float]]] = {n: {"batch_1": [], "batch_8": [], "cpu_1": []} for n in embedders}
+    for _ in range(rounds):
+        for name, embedder in embedders.items():
+            one = time_call(lambda e=embedder: e.embed([crop]), repeat=repeat)  # type: ignore[misc]
+            eight = time_call(lambda e=embedder: e.embed([crop] * 8), repeat=max(3, repeat // 4))  # type: ignore[misc]
+            samples[name]["batch_1"].append(one["median_ms"])
+            samples[name]["cpu_1"].append(one["cpu_median_ms"])
+            samples[name]["batch_8"].append(eight["median_ms"] / 8)
+    out: dict[str, Any] = {}
+    for name, got in samples.items():
+        ratio = [a / b for a, b in zip(got["batch_1"], samples["sface"]["batch_1"], strict=True)]
+        out[name] = {
+            "batch1_ms_per_face": round(float(np.median(got["batch_1"])), 3),
+            "batch1_spread": [round(min(got["batch_1"]), 3), round(max(got["batch_1"]), 3)],
+            "batch1_cpu_ms_per_face": round(float(np.median(got["cpu_1"])), 3),
+            "batch8_ms_per_face": round(float(np.median(got["batch_8"])), 3),
+            "over_sface": round(float(np.median(ratio)), 3),
+            "over_sface_spread": [round(min(ratio), 3), round(max(ratio), 3)],
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -80,6 +96,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     parser.add_argument("--out", type=Path, help="default: <model>/eval")
     parser.add_argument("--cache", type=Path, default=Path("data/own/cache/distractor_crops_seed0.npy"))
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
+    parser.add_argument("--repeat", type=int, default=20, help="batch-1 calls per model per round")
+    parser.add_argument("--latency-only", action="store_true", help="measure the per-face latency alone")
     args = parser.parse_args(argv)
 
     detector = YuNetDetector(load_detector_model(), DetectorOptions())
@@ -95,8 +114,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if peer is not None:
         from bench.peers import MbfEmbedder
 
-        embedders["mbf_w600k (peer)"] = MbfEmbedder(peer, threads=1)
+        embedders["mbf_w600k (peer)"] = MbfEmbedder(peer, threads=Settings().onnx_threads)
         keys["mbf_w600k (peer)"] = "mbf_w600k"
+    image = decode_image(FACE_640.read_bytes())
+    crop = align_face(image, detector.detect(image)[0].landmarks)
+    if args.latency_only:
+        timing = {"machine": machine(), "latency": latency(embedders, crop, args.rounds, args.repeat)}
+        timing["load_average_after"] = machine()["load_average_1_5_15"]
+        print(json.dumps(timing, indent=1))
+        if args.out is not None:
+            write_json(args.out / "latency.json", timing)
+        return timing
 
     crops, people, photos = orl_crops(detector)
     orl: dict[str, NDArray[np.float32]] = {}
@@ -122,7 +150,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "verification": f"all {len(issame)} ORL dev pairs ({int(issame.sum())} genuine), no flip",
             "open_set": "bench.accuracy: s1-s10 enrolled, s11-s20 never enrolled",
             "distractors": DISTRACTORS,
-            "latency": f"embed() on {LATENCY_CROPS} ORL crops, one intra-op thread, median of 5",
+            "latency": (
+                f"bench.pipeline.embed_latency on the crop of face_640x480.jpg, {Settings().onnx_threads} "
+                f"ONNX Runtime thread(s), models interleaved over {args.rounds} rounds"
+            ),
         },
         "results": {},
     }
@@ -138,10 +169,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             metrics.pop("at_default_threshold")
             result[f"open_set_enrolled_{k}"] = metrics
             dets[k][n] = det_curve(found)
-        result["latency"] = {f"batch_{b}": latency(embedders[n], crops[:LATENCY_CROPS], b) for b in (1, 8)}
         report["results"][n] = result
         print(n, result)
 
+    for n, timing in latency(embedders, crop, args.rounds, args.repeat).items():
+        report["results"][n]["latency"] = timing
+    report["machine"]["load_average_after"] = machine()["load_average_1_5_15"]
     out.mkdir(parents=True, exist_ok=True)
     plot_roc(roc, out / "roc.png", title="ORL dev verification (all pairs)")
     for k, curves in dets.items():
