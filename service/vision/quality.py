@@ -1,0 +1,184 @@
+"""Face quality: pure functions of a detected face and its pixels.
+
+Measured on the face as the embedder sees it (the 112x112 ArcFace-aligned crop), so
+a face is judged the same whatever the photo's size:
+
+- sharpness: variance of the Laplacian over the inner face, in grey levels squared;
+- brightness: mean grey level of the inner face, 0..1; contrast: its RMS, 0..1;
+- face_size: the inter-ocular distance in the photo, in pixels;
+- yaw, pitch, roll in degrees, from where the five landmarks fall against the
+  ArcFace template (roll: the rotation that uprights them; yaw: the nose left or right of the eyes'
+  centre line; pitch: the nose up or down between the eye line and the mouth line);
+- for_recognition: `high`, `medium` or `low`, from those measures with cut-offs
+  calibrated on the degradation suite (`bench.robustness`, see `LEVELS`).
+
+`assess(image, face)` is the one entry point; the rest are its parts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from service.vision.align import ARCFACE_TEMPLATE, align_face, similarity_transform
+from service.vision.detect import Face
+
+Level = Literal["high", "medium", "low"]
+
+# The inner face of the 112x112 crop: brows to chin, cheek to cheek (hair and background out).
+INNER = (slice(28, 104), slice(22, 90))
+# On the template the nose tip sits 0.49 of the way from the eye line to the mouth line, and
+# in the middle of the eyes; a real nose tip stands about 0.55 inter-ocular distances proud of
+# the eye-mouth plane, which turns its offset into an angle.
+NOSE_DEPTH = 0.55
+_EYES_MID = ARCFACE_TEMPLATE[:2].mean(axis=0)
+_MOUTH_MID = ARCFACE_TEMPLATE[3:].mean(axis=0)
+_IOD = float(np.linalg.norm(ARCFACE_TEMPLATE[1] - ARCFACE_TEMPLATE[0]))
+_NOSE_DOWN = float((ARCFACE_TEMPLATE[2, 1] - _EYES_MID[1]) / (_MOUTH_MID[1] - _EYES_MID[1]))
+
+
+@dataclass(frozen=True)
+class Cutoffs:
+    """A face is `low` below any `low` bar, `high` above every `high` bar, else `medium`."""
+
+    min_face_size: float  # inter-ocular pixels
+    min_sharpness: float
+    min_brightness: float
+    max_brightness: float
+    min_contrast: float
+    max_yaw: float  # degrees
+    max_pitch: float
+    max_roll: float
+
+
+# Calibrated on bench.robustness (see its report's `quality` section and the README).
+LEVELS: dict[str, Cutoffs] = {
+    "low": Cutoffs(
+        min_face_size=10.0,
+        min_sharpness=15.0,
+        min_brightness=0.12,
+        max_brightness=0.92,
+        min_contrast=0.05,
+        max_yaw=45.0,
+        max_pitch=40.0,
+        max_roll=60.0,
+    ),
+    "high": Cutoffs(
+        min_face_size=24.0,
+        min_sharpness=60.0,
+        min_brightness=0.25,
+        max_brightness=0.85,
+        min_contrast=0.10,
+        max_yaw=25.0,
+        max_pitch=25.0,
+        max_roll=60.0,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FaceQuality:
+    sharpness: float
+    brightness: float
+    contrast: float
+    face_size: float
+    yaw: float
+    pitch: float
+    roll: float
+    for_recognition: Level
+    reasons: tuple[str, ...]  # the bars a `low` or `medium` face missed
+
+    def public(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["reasons"] = list(self.reasons)
+        return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def pose(landmarks: NDArray[np.floating]) -> tuple[float, float, float]:
+    """(yaw, pitch, roll) in degrees from 5 landmarks (image-left eye first).
+
+    Roll is the angle of the face's upright axis (all five points; positive: turned
+    clockwise in the image). Yaw is positive
+    when the nose points to the image's right, pitch when it points down.
+    """
+    points = np.asarray(landmarks, np.float64).reshape(5, 2)
+    matrix = similarity_transform(points, ARCFACE_TEMPLATE)
+    roll = -float(np.degrees(np.arctan2(matrix[1, 0], matrix[0, 0])))  # undoing it makes the face upright
+    on_template = points @ matrix[:, :2].T + matrix[:, 2]
+    eyes = on_template[:2].mean(axis=0)
+    mouth = on_template[3:].mean(axis=0)
+    nose = on_template[2]
+    iod = max(float(np.linalg.norm(on_template[1] - on_template[0])), 1e-6)
+    midline_x = (eyes[0] + mouth[0]) / 2
+    yaw = float(np.degrees(np.arctan2((nose[0] - midline_x) / iod, NOSE_DEPTH)))
+    height = max(float(mouth[1] - eyes[1]), 1e-6)
+    down = (nose[1] - eyes[1]) / height - _NOSE_DOWN
+    pitch = float(np.degrees(np.arctan2(down * height / iod, NOSE_DEPTH)))
+    return yaw, pitch, roll
+
+
+def face_size(landmarks: NDArray[np.floating]) -> float:
+    """Inter-ocular distance in pixels."""
+    points = np.asarray(landmarks, np.float64).reshape(5, 2)
+    return float(np.linalg.norm(points[1] - points[0]))
+
+
+def photometry(crop: NDArray[np.uint8]) -> tuple[float, float, float]:
+    """(sharpness, brightness, contrast) of an aligned 112x112 crop's inner face."""
+    grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    inner = grey[INNER].astype(np.float32)
+    sharpness = float(cv2.Laplacian(inner, cv2.CV_32F, ksize=1).var())
+    return sharpness, float(inner.mean() / 255.0), float(inner.std() / 255.0)
+
+
+def level(quality: dict[str, float], levels: dict[str, Cutoffs] = LEVELS) -> tuple[Level, tuple[str, ...]]:
+    """The `for_recognition` level of measured values, and the bars it missed."""
+
+    def missed(c: Cutoffs) -> list[str]:
+        out = []
+        if quality["face_size"] < c.min_face_size:
+            out.append("small_face")
+        if quality["sharpness"] < c.min_sharpness:
+            out.append("blurry")
+        if quality["brightness"] < c.min_brightness:
+            out.append("dark")
+        if quality["brightness"] > c.max_brightness:
+            out.append("overexposed")
+        if quality["contrast"] < c.min_contrast:
+            out.append("low_contrast")
+        if abs(quality["yaw"]) > c.max_yaw:
+            out.append("turned")
+        if abs(quality["pitch"]) > c.max_pitch:
+            out.append("tilted")
+        if abs(quality["roll"]) > c.max_roll:
+            out.append("rotated")
+        return out
+
+    low = missed(levels["low"])
+    if low:
+        return "low", tuple(low)
+    high = missed(levels["high"])
+    return ("medium", tuple(high)) if high else ("high", ())
+
+
+def assess(image: NDArray[np.uint8], face: Face, crop: NDArray[np.uint8] | None = None) -> FaceQuality:
+    """The quality of `face` in the (H, W, 3) RGB `image`; pass the aligned 112x112 `crop` if made already."""
+    if crop is None:
+        crop = align_face(image, face.landmarks)
+    sharpness, brightness, contrast = photometry(crop)
+    yaw, pitch, roll = pose(face.landmarks)
+    measured = {
+        "sharpness": sharpness,
+        "brightness": brightness,
+        "contrast": contrast,
+        "face_size": face_size(face.landmarks),
+        "yaw": yaw,
+        "pitch": pitch,
+        "roll": roll,
+    }
+    verdict, reasons = level(measured)
+    return FaceQuality(**measured, for_recognition=verdict, reasons=reasons)
