@@ -10,13 +10,18 @@ ORL s11..s20 (never enrolled, never used for calibration). Mated probes: photos
 
 - the fixed 1:1 threshold (the manifest's 0.40), and
 - the service's gallery-aware threshold (`service.threshold.GalleryAwareThreshold`)
-  at each target FPIR, computed for the gallery's size in faces, as the service does.
+  at each target FPIR, computed for the gallery's size in faces, as the service does,
+  with the FPIR it promises (point and 95% bounds) and whether it extrapolates.
 
-With 100 real strangers FPIR moves in steps of 1%. The JSON also reports FPIR for
-1,000 synthetic strangers (seed 7, never enrolled), but it says little about real
-people: to SFace, DCGAN faces resemble each other far more than real people do
-(most synthetic strangers pass any of these thresholds against synthetic
-distractors), which is why calibration leaves synthetic-vs-synthetic pairs out.
+Held out: the script refuses to run when the manifest's calibration people include
+any of the strangers (`bench.common.check_held_out`). With 100 real strangers FPIR
+moves in steps of 1%; each measured FPIR comes with its 95% Clopper-Pearson interval.
+The JSON also reports FPIR for 1,000 synthetic strangers (seed 7, never enrolled,
+never calibrated on), and it is bad news for synthetic galleries: to SFace, DCGAN
+faces resemble each other far more than real people do, so most synthetic strangers
+pass every one of these thresholds against DCGAN distractors (calibration leaves
+synthetic-vs-synthetic pairs out; gallery self-calibration is what catches it, see
+`bench.self_calibration`).
 Writes bench/out/threshold.json and bench/out/threshold_fpir.png.
 """
 
@@ -30,8 +35,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bench.accuracy import ENROLLED, NEVER_ENROLLED, cached_distractors, embed_batches, orl_crops
-from bench.common import OUT, machine, report_written, shared_asset, write_json
-from service.threshold import GalleryAwareThreshold
+from bench.common import ORL_STRANGERS, OUT, check_held_out, machine, report_written, shared_asset, write_json
+from service.threshold import GalleryAwareThreshold, binomial_bounds
 from service.vision.detect import DetectorOptions, YuNetDetector
 from service.vision.embed import OnnxEmbedder
 from service.vision.models import load_detector_model, load_embedder_model
@@ -49,10 +54,13 @@ def rates(
     stranger_top1: NDArray[np.float32],
     mated_top1: NDArray[np.float32],
     mated_correct: NDArray[np.bool_],
-) -> dict[str, float]:
+) -> dict[str, Any]:
+    passed = int(np.sum(stranger_top1 >= threshold))
+    low, high = binomial_bounds(passed, len(stranger_top1), 0.975)
     return {
         "threshold": round(threshold, 4),
-        "fpir": round(float(np.mean(stranger_top1 >= threshold)), 4),
+        "fpir": round(passed / len(stranger_top1), 4),
+        "fpir_95": [round(low, 4), round(high, 4)],
         "dir": round(float(np.mean(mated_correct & (mated_top1 >= threshold))), 4),
     }
 
@@ -72,6 +80,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     manifest, model = load_embedder_model("builtin:sface")
     if manifest.impostors is None:
         raise SystemExit("the SFace manifest has no impostor record; run `faceid-train calibrate` first")
+    check_held_out(manifest, [f"orl:s{p}" for p in NEVER_ENROLLED])
+    assert set(ORL_STRANGERS) == {f"orl:s{p}" for p in NEVER_ENROLLED}
     embedder = OnnxEmbedder(manifest, model, providers=["CPUExecutionProvider"])
     weights = shared_asset("synthetic", "dcgan_digiface_64px.tar")
     crops, people, photos = orl_crops(detector)
@@ -87,7 +97,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     fixed = manifest.threshold.cosine
     policies = {t: GalleryAwareThreshold(manifest.impostors, t, fixed) for t in targets}
 
-    report: dict[str, Any] = {"machine": machine(), "fixed_threshold": fixed, "targets": targets, "results": {}}
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "fixed_threshold": fixed,
+        "targets": targets,
+        "strangers": [f"orl:s{p}" for p in NEVER_ENROLLED],
+        "calibrated_on": sorted(set(manifest.threshold.people) | set(manifest.impostors.people)),
+        "results": {},
+    }
     for count in counts:
         gallery = np.concatenate([orl[enrolled], distractors[:count]])
         owners = np.concatenate([people[enrolled], -1 - np.arange(count)])
@@ -103,10 +120,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             | {"fpir_synthetic_strangers": _share(synth_top1, fixed)},
         }
         for target, policy in policies.items():
-            value, expected, _ = policy.threshold(size)
-            row[f"target_{target:g}"] = rates(value, real_top1, mated_top1, mated_correct) | {
-                "expected_fpir": round(float(expected or 0.0), 4),
-                "fpir_synthetic_strangers": _share(synth_top1, value),
+            choice = policy.choose(size)
+            row[f"target_{target:g}"] = rates(choice.value, real_top1, mated_top1, mated_correct) | {
+                "expected_fpir": round(float(choice.expected_fpir or 0.0), 4),
+                "expected_fpir_bounds": [round(v, 4) for v in choice.fpir_interval or (0.0, 0.0)],
+                "extrapolated": choice.extrapolated,
+                "basis": choice.basis,
+                "fpir_synthetic_strangers": _share(synth_top1, choice.value),
             }
         report["results"][str(count)] = row
         print(count, row)
