@@ -36,7 +36,8 @@ _TOKEN = re.compile(r"[\x21-\x7e]+")
 MAX_KEY_CHARS = 256
 MIN_GIVEN_KEY_CHARS = 32
 MAX_NAME_CHARS = 100
-MAX_COLLECTION_CHARS = 64
+# A collection name, as service.api.deps.COLLECTION_NAME has it.
+_COLLECTION = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 
 
 def generate_key() -> str:
@@ -80,13 +81,14 @@ def check_name(name: str) -> str:
 
 
 def check_collections(collections: list[str] | tuple[str, ...] | frozenset[str] | None) -> frozenset[str] | None:
+    """Collection names (they need not exist yet); None: every collection."""
     if collections is None:
         return None
     names = frozenset(c.strip() for c in collections)
-    if not names or any(not c or len(c) > MAX_COLLECTION_CHARS or "," in c or not c.isprintable() for c in names):
+    if not names or any(not _COLLECTION.fullmatch(c) for c in names):
         raise InvalidInput(
-            f"collections are 1 to {MAX_COLLECTION_CHARS} printable characters without commas, at least one "
-            "(leave them out for a key that sees every collection)"
+            "collections are names of lower-case letters, digits, '-' and '_' (at most 64, starting with a letter "
+            "or digit), at least one; leave them out for a key that sees every collection"
         )
     return names
 
@@ -187,6 +189,7 @@ class KeyStore:
         serialised across processes (SQLite's write lock, a PostgreSQL advisory lock), so what
         it reads holds until it commits."""
         with self.store._writer() as session:
+            session.connection()  # take the write lock now (SQLite begins at the first statement)
             yield KeyTransaction(session)
             session.commit()
 
