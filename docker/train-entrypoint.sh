@@ -9,14 +9,14 @@ set -eu
 if [ ! -w "${HOME:-/nonexistent}" ]; then
   export HOME=/tmp
 fi
-# runs/ is bind-mounted from the host: fail at once, with the fix, rather than after an epoch.
-if [ -d runs ] && [ ! -w runs ]; then
-  echo "faceid-train: $(pwd)/runs is not writable by uid $(id -u)." >&2
-  echo "Run the container as the owner of ./runs: docker run --user \"\$(id -u):\$(id -g)\" ..." >&2
-  exit 1
-fi
-
 if [ "${1:-}" = "train" ]; then
+  # Training writes checkpoints into runs/, bind-mounted from the host: fail at once, with
+  # the fix, rather than after an epoch. (Other subcommands may mount it read-only.)
+  if [ -d runs ] && [ ! -w runs ]; then
+    echo "faceid-train: $(pwd)/runs is not writable by uid $(id -u)." >&2
+    echo "Run the container as the owner of ./runs: docker run --user \"\$(id -u):\$(id -g)\" ..." >&2
+    exit 1
+  fi
   gpus=$(python -c "import torch; print(torch.cuda.device_count())")
   if [ "$gpus" -gt 0 ]; then
     exec torchrun --standalone --nproc-per-node="$gpus" -m training.cli "$@"
