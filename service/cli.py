@@ -122,6 +122,64 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
     return 1 if failed and not (enrolled or existing or skipped) else 0
 
 
+def add_keys_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = sub.add_parser("keys", help="create, list and revoke API keys (straight in the database)")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    create = actions.add_parser("create", help="create a key; the key alone is the last line of the output")
+    create.add_argument("--name", required=True, help="a unique name for the key (who or what uses it)")
+    create.add_argument("--scopes", required=True, help="comma-separated: identify, enroll, read, delete, admin")
+    create.add_argument("--collections", help="comma-separated collections the key may use (default: all)")
+    create.add_argument(
+        "--rate-limit", type=int, help="requests per minute (default: FACEID_RATE_LIMIT_PER_MINUTE; 0: no limit)"
+    )
+    actions.add_parser("list", help="list keys by prefix and name (never the keys)")
+    revoke = actions.add_parser("revoke", help="revoke a key: it stops working everywhere within a second")
+    revoke.add_argument("key", metavar="PREFIX_OR_NAME", help="the key's prefix (fid_...), name or id")
+
+
+def keys_command(settings: Settings, args: argparse.Namespace) -> int:
+    from service.auth import KeyStore, parse_scopes
+    from service.store import Store
+    from service.store.migrate import upgrade
+
+    store = Store.from_url(settings.database_url)
+    try:
+        if settings.auto_migrate:
+            upgrade(store.engine)
+        keys = KeyStore(store)
+        if args.keys_command == "create":
+            collections = None if args.collections is None else args.collections.split(",")
+            record, key = keys.create(
+                args.name, parse_scopes(args.scopes), collections=collections, rate_limit=args.rate_limit
+            )
+            seen = "all collections" if record.collections is None else ",".join(sorted(record.collections))
+            rate = "default" if record.rate_limit is None else f"{record.rate_limit}/min"
+            print(
+                f"created key {record.id} {record.name!r}: prefix {record.prefix}, scopes "
+                f"{','.join(sorted(record.scopes))}, {seen}, rate limit {rate}. It is shown only now:"
+            )
+            print(key)
+        elif args.keys_command == "list":
+            print(f"{'ID':>4}  {'PREFIX':<16}  {'NAME':<24}  {'SCOPES':<30}  {'COLLECTIONS':<20}  {'RATE':>7}  STATUS")
+            for k in keys.list_keys():
+                seen = "*" if k.collections is None else ",".join(sorted(k.collections))
+                rate = "default" if k.rate_limit is None else str(k.rate_limit)
+                state = "active" if k.revoked_at is None else f"revoked {k.revoked_at:%Y-%m-%d %H:%M:%S}Z"
+                print(
+                    f"{k.id:>4}  {k.prefix:<16}  {k.name:<24}  {','.join(sorted(k.scopes)):<30}  {seen:<20}  "
+                    f"{rate:>7}  {state}"
+                )
+        elif args.keys_command == "revoke":
+            record = keys.revoke(keys.resolve(args.key).id)
+            print(f"revoked key {record.id} {record.name!r} (prefix {record.prefix})")
+    except (FaceIdError, ValueError) as exc:
+        print(f"faceid keys {args.keys_command}: {getattr(exc, 'message', exc)}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="faceid", description=__doc__)
     sub = parser.add_subparsers(dest="command")
@@ -136,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     bulk = sub.add_parser("enroll-folder", help="enroll one identity per sub-folder of photos")
     bulk.add_argument("root", type=Path)
     bulk.add_argument("--skip-existing", action="store_true", help="skip folders already enrolled (by external_id)")
+    add_keys_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     flags = {k: getattr(args, k, None) for k in ("host", "port", "workers")}
@@ -144,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         serve(settings)
     elif args.command == "migrate":
         migrate(settings, args.wait)
+    elif args.command == "keys":
+        return keys_command(settings, args)
     elif args.command == "enroll-folder":
         return enroll_folder(settings, args.root, args.skip_existing)
     return 0

@@ -85,3 +85,68 @@ def test_migrate_waits_for_a_database_that_is_not_up_yet(monkeypatch: pytest.Mon
     with pytest.raises(OperationalError):
         wait_for_database(unreachable.engine, timeout=1.0, first_delay=0.2)
     assert 1.0 <= time.monotonic() - start < 8
+
+
+def test_keys_create_prints_the_key_alone_last_and_it_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.auth import Authenticator, KeyStore, hash_key
+
+    db = f"sqlite:///{tmp_path / 'faceid.db'}"
+    monkeypatch.setenv("FACEID_DATABASE_URL", db)
+    assert main(["keys", "create", "--name", "shop", "--scopes", "identify,enroll", "--collections", "a,b"]) == 0
+    out = capsys.readouterr().out
+    key = out.splitlines()[-1]
+    assert out.endswith(key + "\n") and " " not in key and key.startswith("fid_")
+    assert main(["keys", "create", "--name", "ops", "--scopes", "admin", "--rate-limit", "60"]) == 0
+    admin = capsys.readouterr().out.splitlines()[-1]
+    store = Store.from_url(db)
+    auth = Authenticator(KeyStore(store))
+    shop = auth.verify(key)
+    assert (shop.name, shop.scopes, shop.collections) == ("shop", {"identify", "enroll"}, {"a", "b"})
+    assert shop.can("enroll") and not shop.can("read") and shop.sees("a") and not shop.sees("c")
+    ops = auth.verify(admin)
+    assert ops.can("delete") and ops.rate_limit == 60 and ops.collections is None
+
+    assert main(["keys", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "shop" in listed and "ops" in listed and key[:16] in listed and admin[:16] in listed
+    for secret in (key, admin, key[17:], admin[17:], hash_key(key), hash_key(admin)):
+        assert secret not in listed
+
+    assert main(["keys", "create", "--name", "bad", "--scopes", "identify,root"]) == 1
+    assert "unknown scopes ['root']" in capsys.readouterr().err
+    assert main(["keys", "create", "--name", "shop", "--scopes", "read"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert [k.name for k in KeyStore(store).list_keys()] == ["shop", "ops"]
+    store.close()
+
+
+def test_keys_revoke_by_prefix_and_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.auth import Authenticator, KeyStore
+    from service.errors import Unauthorized
+
+    db = f"sqlite:///{tmp_path / 'faceid.db'}"
+    monkeypatch.setenv("FACEID_DATABASE_URL", db)
+    made = {}
+    for name in ("one", "two", "three"):
+        assert main(["keys", "create", "--name", name, "--scopes", "read"]) == 0
+        made[name] = capsys.readouterr().out.splitlines()[-1]
+    assert main(["keys", "revoke", made["one"][:16]]) == 0  # the prefix
+    assert "revoked key 1 'one'" in capsys.readouterr().out
+    assert main(["keys", "revoke", "two"]) == 0  # the name
+    assert "revoked key 2 'two'" in capsys.readouterr().out
+    assert main(["keys", "revoke", "nobody"]) == 1
+    assert "no key has the prefix, name or id 'nobody'" in capsys.readouterr().err
+    store = Store.from_url(db)
+    auth = Authenticator(KeyStore(store), cache_seconds=0)
+    for name in ("one", "two"):
+        with pytest.raises(Unauthorized, match="revoked"):
+            auth.verify(made[name])
+    assert auth.verify(made["three"]).name == "three"
+    assert main(["keys", "list"]) == 0
+    rows = {line.split()[2]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "revoked" in rows["one"] and "revoked" in rows["two"] and rows["three"].endswith("active")
+    store.close()
