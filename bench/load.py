@@ -6,7 +6,8 @@
 Reports throughput, p50/p95/p99 latency, errors, and the server's per-stage time
 (from the Server-Timing header). Bounded by --requests and --duration, whichever
 comes first. `--server` starts `faceid serve` itself on a free port with a fresh
-SQLite database (CPU provider), enrolls the first image as one person so searches
+SQLite database (CPU provider) and an admin API key of its own (made here, kept in
+the temporary folder), enrolls the first image as one person so searches
 find a match, and stops it afterwards. `--baseline` first times the bare in-process
 pipeline (bench.pipeline) on each image, so the report shows what HTTP, the database
 and queueing add. Writes JSON and a latency histogram PNG (bench/out/load.json, load.png).
@@ -24,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -50,14 +52,21 @@ def parse_server_timing(header: str) -> dict[str, float]:
 
 
 async def run_load(
-    url: str, endpoint: str, image: bytes, clients: int, requests: int, duration: float, warmup: int = 3
+    url: str,
+    endpoint: str,
+    image: bytes,
+    clients: int,
+    requests: int,
+    duration: float,
+    warmup: int = 3,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     latencies: list[float] = []
     stages: dict[str, list[float]] = defaultdict(list)
     errors: dict[str, int] = defaultdict(int)
     issued = 0
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits, headers=headers) as client:
 
         async def once(counter: int) -> httpx.Response:
             if endpoint == "identify":
@@ -132,12 +141,17 @@ def _free_port() -> int:
 
 
 @contextmanager
-def local_server(log: Path, env: dict[str, str] | None = None, timeout: float = 120.0) -> Iterator[str]:
-    """`faceid serve` on a free port with a fresh SQLite database in a temporary folder; yields its URL."""
+def local_server(
+    log: Path, env: dict[str, str] | None = None, timeout: float = 120.0, api_key: str | None = None
+) -> Iterator[str]:
+    """`faceid serve` on a free port with a fresh SQLite database in a temporary folder; yields its URL.
+    `api_key` is registered as its admin key (the key file stays in the temporary folder)."""
     with tempfile.TemporaryDirectory(prefix="faceid-load-") as tmp:
         port = _free_port()
         full_env = {
             **os.environ,
+            "FACEID_ADMIN_KEY_FILE": f"{tmp}/admin.key",
+            **({"FACEID_ADMIN_KEY": api_key} if api_key else {}),
             "FACEID_DATABASE_URL": f"sqlite:///{tmp}/faceid.db",
             "FACEID_PORT": str(port),
             "FACEID_PROVIDERS": "CPUExecutionProvider",
@@ -173,9 +187,13 @@ def local_server(log: Path, env: dict[str, str] | None = None, timeout: float = 
                 process.wait()
 
 
-def enroll_probe(url: str, image: bytes) -> None:
+def enroll_probe(url: str, image: bytes, headers: dict[str, str] | None = None) -> None:
     r = httpx.post(
-        url + "/enroll", data={"name": "probe person"}, files=[("images", ("probe", image, "image/jpeg"))], timeout=60
+        url + "/enroll",
+        data={"name": "probe person"},
+        files=[("images", ("probe", image, "image/jpeg"))],
+        timeout=60,
+        headers=headers,
     )
     r.raise_for_status()
 
@@ -202,7 +220,13 @@ def judge(ratios: list[float], target: float | None) -> str | None:
 
 
 def interleaved_ratio(
-    url: str, image: bytes, rounds: int, calls: int, target: float | None, warmup: int = 3
+    url: str,
+    image: bytes,
+    rounds: int,
+    calls: int,
+    target: float | None,
+    warmup: int = 3,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Server p50 over bare-pipeline p50, round by round, the two interleaved."""
     from bench.common import load_average
@@ -212,7 +236,7 @@ def interleaved_ratio(
     service = build_pipelines(threads=Settings().onnx_threads, peers=False)[0]
     files = {"image": ("probe", image, "application/octet-stream")}
     per_round = []
-    with httpx.Client(base_url=url, timeout=120) as client:
+    with httpx.Client(base_url=url, timeout=120, headers=headers) as client:
         for _ in range(warmup):
             service.run(image)
             client.post("/identify", files=files).raise_for_status()
@@ -247,6 +271,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--server", action="store_true", help="start faceid serve on a free port (fresh SQLite)")
+    parser.add_argument("--api-key", default=None, help="API key for --url (--server makes its own)")
     parser.add_argument("--endpoint", choices=["identify", "enroll"], default="identify")
     parser.add_argument("--image", type=Path, nargs="+", required=True)
     parser.add_argument("--phone-photo", metavar="WxH", help="also a phone-sized JPEG made from the first image")
@@ -274,18 +299,22 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     baseline = bare_pipeline_ms(images, repeat=20) if args.baseline else {}
 
     interleaved: dict[str, Any] = {}
+    api_key = secrets.token_hex(32) if args.server else args.api_key
+    headers = {"X-API-Key": api_key} if api_key else None
 
     def run_all(url: str) -> list[dict[str, Any]]:
         if args.rounds and args.endpoint == "identify":
             interleaved.update(
-                interleaved_ratio(url, images[paths[0].name], args.rounds, args.round_calls, args.target)
+                interleaved_ratio(
+                    url, images[paths[0].name], args.rounds, args.round_calls, args.target, headers=headers
+                )
                 | {"image": paths[0].name}
             )
             print(json.dumps({k: v for k, v in interleaved.items() if k != "per_round"}), flush=True)
         results = []
         for name, data in images.items():
             for c in args.clients:
-                r = asyncio.run(run_load(url, args.endpoint, data, c, args.requests, args.duration))
+                r = asyncio.run(run_load(url, args.endpoint, data, c, args.requests, args.duration, headers=headers))
                 r["image"] = name
                 if name in baseline:
                     r["bare_pipeline_ms"] = baseline[name]
@@ -295,9 +324,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return results
 
     if args.server:
-        with local_server(args.out.parent / "load-server.log") as url:
+        with local_server(args.out.parent / "load-server.log", api_key=api_key) as url:
             if args.endpoint == "identify":
-                enroll_probe(url, images[paths[0].name])
+                enroll_probe(url, images[paths[0].name], headers)
             results = run_all(url)
     else:
         results = run_all(args.url)
