@@ -1,0 +1,56 @@
+"""A second detector's opinion, asked only where the first is unsure.
+
+The first detector runs with a low score bar. Faces at or above `sure` are kept as
+they are; a face between `unsure` and `sure` (a masked or dark face, typically) is
+kept only when the second detector also finds a face there (IoU at least
+`agree_iou`). The second detector runs only on images that have such a face, so a
+photo of clear faces costs what the first detector costs, and a false detection
+needs both detectors to make the same mistake.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.vision.detect import Detector, Face
+
+
+def iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
+    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, float(x2 - x1)) * max(0.0, float(y2 - y1))
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
+
+
+class CascadeDetector:
+    def __init__(
+        self,
+        first: Detector,
+        second: Detector,
+        *,
+        sure: float,
+        unsure: float,
+        agree_iou: float = 0.4,
+        name: str | None = None,
+    ) -> None:
+        if not unsure <= sure:
+            raise ValueError(f"unsure ({unsure}) must not exceed sure ({sure})")
+        self.first = first
+        self.second = second
+        self.sure = sure
+        self.unsure = unsure
+        self.agree_iou = agree_iou
+        self.name = name or f"{first.name}+{second.name}"
+
+    def detect(self, image: NDArray[np.uint8]) -> list[Face]:
+        """Faces in an (H, W, 3) RGB image, largest first. `first` must report faces down to `unsure`."""
+        found = [f for f in self.first.detect(image) if f.score >= self.unsure]
+        kept = [f for f in found if f.score >= self.sure]
+        doubtful = [f for f in found if f.score < self.sure]
+        if doubtful:
+            others = self.second.detect(image)
+            kept += [f for f in doubtful if any(iou(f.box, o.box) >= self.agree_iou for o in others)]
+        kept.sort(key=lambda f: f.area, reverse=True)
+        return kept
