@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.api.auth import AdminKey, DeleteKey, EnrollKey, IdentifyKey, ReadKey
+from service.api.auth import AdminKey, DeleteKey, EnrollKey, IdentifyKey, MetricsKey, ReadKey
 from service.api.errors import install_error_handlers
 from service.auth import Authenticator, KeyStore, RateLimiter
 from service.settings import Settings
@@ -59,6 +59,10 @@ def tiny_app(auth: Authenticator, settings: Settings | None = None) -> FastAPI:
     @app.get("/audit")
     async def audit(principal: AdminKey) -> dict[str, object]:
         return {"key_id": principal.key_id}
+
+    @app.get("/metrics")
+    async def metrics(_: MetricsKey) -> dict[str, object]:
+        return {"ok": True}
 
     return app
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+from fastapi.testclient import TestClient
 
 from service.auth import Authenticator, KeyStore, RateLimiter
 from service.auth.principal import SCOPES
-from tests.service.auth.conftest import client_for
+from service.settings import Settings
+from tests.service.auth.conftest import client_for, tiny_app
 
 ROUTES = {
     "identify": ("POST", "/identify"),
@@ -150,3 +152,17 @@ def test_the_cache_stays_bounded_under_garbage(keys: KeyStore) -> None:
         with pytest.raises(Exception, match="not valid"):
             auth.verify(f"garbage-key-{i:04d}-" + "x" * 20)
     assert len(auth._cache) <= 50
+
+
+def test_metrics_are_open_unless_the_setting_asks_for_a_key(keys: KeyStore) -> None:
+    _, key = keys.create("prometheus", "read")
+    with TestClient(tiny_app(Authenticator(keys), Settings(sync_interval=0))) as client:
+        assert client.get("/metrics").status_code == 200
+    with TestClient(tiny_app(Authenticator(keys), Settings(sync_interval=0, metrics_require_key=True))) as client:
+        response = client.get("/metrics")
+        assert_error(response, 401, "unauthorized")
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        assert client.get("/metrics", headers=bearer(key)).status_code == 200  # any valid key
+        keys.revoke(keys.resolve("prometheus").id)
+        client.app.state.components.auth.forget()  # type: ignore[attr-defined]
+        assert client.get("/metrics", headers=bearer(key)).status_code == 401
