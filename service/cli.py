@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from service.errors import FaceIdError
 from service.settings import Settings
 
@@ -198,7 +200,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     flags = {k: getattr(args, k, None) for k in ("host", "port", "workers")}
-    settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+    try:
+        settings = Settings(**{k: v for k, v in flags.items() if v is not None})
+    except ValidationError as exc:  # the message only: settings errors never echo their input
+        print(f"faceid: {exc}", file=sys.stderr)
+        return 2
     if args.command in (None, "serve"):
         serve(settings)
     elif args.command == "migrate":

@@ -32,7 +32,10 @@ def is_loopback(host: str) -> bool:
 class Settings(BaseSettings):
     # `.env` may hold other tools' variables (Compose's POSTGRES_PASSWORD): those are ignored;
     # a FACEID_ name that is not a setting is a typo, and an error (see _no_unknown_variables).
-    model_config = SettingsConfigDict(env_prefix="FACEID_", env_file=".env", extra="ignore", frozen=True)
+    # Errors never echo the input: it holds FACEID_ADMIN_KEY and the database password.
+    model_config = SettingsConfigDict(
+        env_prefix="FACEID_", env_file=".env", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     # Storage
     database_url: str = Field(

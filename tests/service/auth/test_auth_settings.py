@@ -29,3 +29,24 @@ def test_auth_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("FACEID_AUTH_CACHE_SECONDS", "5")
     with pytest.raises(ValidationError, match="auth_cache_seconds"):
         Settings()  # a revoked key must stop within 1 s
+
+
+def test_settings_errors_never_echo_the_admin_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "do-not-print-me-" + "q7" * 20
+    monkeypatch.setenv("FACEID_ADMIN_KEY", secret)
+    monkeypatch.setenv("FACEID_AUTH", "false")
+    with pytest.raises(ValidationError) as error:
+        Settings(host="0.0.0.0")
+    text = str(error.value)
+    assert "loopback" in text and not any(secret[i : i + 4] in text for i in range(len(secret) - 4))
+
+
+def test_faceid_serve_refuses_auth_off_on_a_public_host(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    monkeypatch.setenv("FACEID_AUTH", "false")
+    assert main(["serve", "--host", "0.0.0.0"]) == 2  # refused before anything binds
+    err = capsys.readouterr().err
+    assert "FACEID_AUTH=false" in err and "loopback" in err and "Traceback" not in err
