@@ -176,7 +176,10 @@ class SelfCalibration:
         inverse = inverse.ravel()
         best = np.full(len(keys), -np.inf)
         np.maximum.at(best, inverse, merged[:, 4])
-        excluded = np.array([(int(a), int(b)) in self._excluded for a, b in keys], dtype=bool)
+        excluded = np.zeros(len(keys), bool)
+        if self._excluded:
+            flagged = np.array(sorted(self._excluded), dtype=np.int64)
+            excluded = np.isin(_pair_key(keys), _pair_key(flagged))
         duplicate = excluded | (best >= self.duplicate_bound)
         remaining = np.nonzero(~duplicate)[0]
         trim = int(self.trim_fraction * len(remaining))
@@ -200,3 +203,8 @@ class SelfCalibration:
                 trimmed=trimmed,
             )
         return self._tail
+
+
+def _pair_key(pairs: NDArray[np.int64]) -> NDArray[np.int64]:
+    """One int64 per (identity, identity) row; ids within the int32 range."""
+    return pairs[:, 0] * (1 << 32) + (pairs[:, 1] & 0xFFFFFFFF)
