@@ -96,3 +96,15 @@ def test_bad_requests_store_nothing(app: tuple[TestClient, str]) -> None:
         assert response.status_code == status, (body, response.text)
         assert response.json()["error"]["code"] == code
     assert [k["name"] for k in client.get("/keys", headers=auth(admin)).json()["items"]] == ["admin"]
+
+
+def test_the_api_docs_offer_both_ways_to_send_a_key(app: tuple[TestClient, str]) -> None:
+    client, _ = app
+    spec = client.get("/openapi.json").json()
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"] == {"type": "http", "scheme": "bearer", "description": "`Authorization: Bearer <key>`"}
+    assert schemes["APIKeyHeader"]["in"] == "header" and schemes["APIKeyHeader"]["name"] == "X-API-Key"
+    for method in ("get", "post"):
+        operation = spec["paths"]["/keys"][method]
+        assert {"HTTPBearer": []} in operation["security"] and {"APIKeyHeader": []} in operation["security"]
+        assert {"401", "403", "429"} <= set(operation["responses"])
