@@ -108,3 +108,26 @@ def test_the_api_docs_offer_both_ways_to_send_a_key(app: tuple[TestClient, str])
         operation = spec["paths"]["/keys"][method]
         assert {"HTTPBearer": []} in operation["security"] and {"APIKeyHeader": []} in operation["security"]
         assert {"401", "403", "429"} <= set(operation["responses"])
+
+
+def test_a_key_revoked_on_one_replica_stops_on_another_within_a_second(
+    app: tuple[TestClient, str], db_url: str, tmp_path: Path
+) -> None:
+    """Two processes on one database (here: two apps): DELETE /keys on one, the other refuses
+    the key within FACEID_AUTH_CACHE_SECONDS (0.5 s) and one database read."""
+    import time
+
+    first, admin = app
+    settings = Settings(
+        database_url=db_url, sync_interval=0, providers=["CPUExecutionProvider"], admin_key_file=tmp_path / "admin.key"
+    )
+    with TestClient(create_app(settings)) as second:
+        key = first.post("/keys", json={"name": "app", "scopes": ["read"]}, headers=auth(admin)).json()
+        assert second.get("/keys", headers=auth(key["key"])).status_code == 403  # known there, and cached
+        assert first.delete(f"/keys/{key['id']}", headers=auth(admin)).status_code == 204
+        revoked = time.monotonic()
+        assert first.get("/keys", headers=auth(key["key"])).status_code == 401  # at once where it was revoked
+        while (status := second.get("/keys", headers=auth(key["key"])).status_code) == 403:
+            assert time.monotonic() - revoked < 1.0
+            time.sleep(0.02)
+        assert status == 401 and time.monotonic() - revoked < 1.0
