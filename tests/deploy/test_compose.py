@@ -191,7 +191,7 @@ def test_every_faceid_variable_is_a_valid_setting(
 ) -> None:
     fields = {f"FACEID_{name.upper()}" for name in Settings.model_fields}
     secret = tmp_path / "secret"
-    secret.write_text("s3cret-value-of-some-length\n")
+    secret.write_text("0123456789abcdef" * 4 + "\n")  # as `openssl rand -hex 32` writes
     for name, service in resolved(*files)["services"].items():
         env = {k: str(v) for k, v in (service.get("environment") or {}).items() if k.startswith("FACEID_")}
         # Secret files exist only in the container: a stand-in file with the same role.
