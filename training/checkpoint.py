@@ -40,6 +40,23 @@ def save(state: dict[str, Any], path: Path, keep: int) -> None:
             old.unlink()
 
 
+def shard_path(checkpoint: Path, rank: int, world_size: int) -> Path:
+    """Where rank `rank` keeps its Partial FC head shard (and its momentum) next to `checkpoint`."""
+    return checkpoint.with_name(f"{checkpoint.stem}.head{rank}of{world_size}.pt")
+
+
+def save_shard(state: dict[str, Any], checkpoint: Path, rank: int, world_size: int, keep: int) -> None:
+    """Write this rank's head shard atomically, then keep this rank's newest `keep` shards."""
+    path = shard_path(checkpoint, rank, world_size)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    if keep > 0:
+        mine = sorted(path.parent.glob(f"checkpoint_*.head{rank}of{world_size}.pt"))
+        for old in mine[:-keep]:
+            old.unlink()
+
+
 def load(path: Path) -> dict[str, Any]:
     state: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     return state

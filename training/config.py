@@ -49,6 +49,10 @@ class HeadConfig:
     # "centres": the published form, between class centres, a pair's pull independent of C;
     # "samples": sample-to-other-centre cosines averaged over the C - 1 others (own_cpu's model v1).
     iam_anchor: Literal["samples", "centres"] = "centres"
+    # Partial FC (training/partial_fc.py): the class centres sharded across the ranks, and the
+    # fraction of each shard sampled per step (every class of the batch is always kept).
+    partial_fc: bool = False
+    sample_rate: float = 1.0
 
 
 @dataclass(frozen=True)

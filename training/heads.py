@@ -198,6 +198,8 @@ class MarginHead(nn.Module):
     def __init__(self, cfg: HeadConfig, embedding_size: int, num_classes: int) -> None:
         super().__init__()
         get_margin(cfg)  # fail at construction on an unknown name, not at the first step
+        if cfg.sample_rate != 1.0:
+            raise ValueError("head.sample_rate applies to head.partial_fc = true only")
         self.cfg = cfg
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size).normal_(0, 0.01))
         self.iteration = 0  # training steps taken; the SphereFace lambda follows it
@@ -217,6 +219,11 @@ class MarginHead(nn.Module):
         if self.training:
             self.iteration += 1
         return HeadOutput(loss, logits, cosine)
+
+    @torch.no_grad()
+    def num_correct(self, out: HeadOutput, labels: Tensor) -> Tensor:
+        """How many samples have their own class as the nearest centre."""
+        return (out.cosine.argmax(dim=1) == labels).sum()
 
     # The iteration count travels in `state_dict`, so a resumed run anneals from where it stopped.
     def get_extra_state(self) -> dict[str, int]:

@@ -32,7 +32,7 @@ import torch.distributed as dist
 from numpy.typing import NDArray
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from tqdm import tqdm
 
 from training import checkpoint
@@ -41,6 +41,7 @@ from training.config import ExperimentConfig, OptimConfig, ScheduleConfig, load_
 from training.data import FaceDataset, build_dataset
 from training.distill import Distiller, WithIndex, build_distiller
 from training.heads import HeadOutput, MarginHead
+from training.partial_fc import PartialFC
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -53,6 +54,7 @@ class Distributed:
     rank: int
     world_size: int
     device: torch.device
+    owns_group: bool = False  # started the process group, so destroys it at the end
 
     @property
     def is_main(self) -> bool:
@@ -71,15 +73,17 @@ def setup_distributed(device: str) -> Distributed:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     where = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
-    return Distributed(dist.get_rank(), dist.get_world_size(), where)
+    if dist.is_initialized():  # the caller's group (several runs in one process): used, not destroyed
+        return Distributed(dist.get_rank(), dist.get_world_size(), where)
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), where, owns_group=True)
 
 
 class Recognizer(nn.Module):
     """Backbone and margin head as one module, so that DDP synchronises both."""
 
-    def __init__(self, backbone: nn.Module, head: MarginHead, distiller: Distiller | None = None) -> None:
+    def __init__(self, backbone: nn.Module, head: MarginHead | PartialFC, distiller: Distiller | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
@@ -93,22 +97,63 @@ class Recognizer(nn.Module):
         return out
 
 
-class ResumableSampler(DistributedSampler[int]):
-    """DistributedSampler that can start part-way through an epoch."""
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of sample `index` in `epoch`: the same whichever worker draws it."""
+    return ((seed * 1_000_003 + epoch) * 2_147_483_647 + index) % (1 << 63)
+
+
+class ResumableSampler(Sampler[tuple[int, int]]):
+    """This rank's share of a shuffled epoch, from any position, each index with its augmentation seed.
+
+    A DataLoader worker's RNG depends on which batches it drew before, and a resume
+    mid-epoch deals the batches out afresh; a seed per (epoch, sample) makes the
+    augmentation independent of that, so a resume repeats it with any `num_workers`.
+    """
 
     def __init__(self, dataset: Dataset[Any], world: Distributed, seed: int) -> None:
-        super().__init__(dataset, num_replicas=world.world_size, rank=world.rank, shuffle=True, seed=seed)
+        self.order: DistributedSampler[int] = DistributedSampler(
+            dataset, num_replicas=world.world_size, rank=world.rank, shuffle=True, seed=seed
+        )
+        self.seed = seed
+        self.epoch = 0
         self.start = 0
+        self.num_samples = self.order.num_samples
 
     def set_position(self, epoch: int, start: int) -> None:
-        self.set_epoch(epoch)
+        self.order.set_epoch(epoch)
+        self.epoch = epoch
         self.start = start
 
-    def __iter__(self) -> Iterator[int]:
-        return islice(super().__iter__(), self.start, None)
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in islice(iter(self.order), self.start, None):
+            yield index, sample_seed(self.seed, self.epoch, index)
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+class SeededSamples(Dataset[Any]):
+    """Draws sample `index` with torch's RNG seeded by its seed (`ResumableSampler`'s pairs).
+
+    Augmentation must draw from torch's RNG (`transforms.random_flip` does). The global
+    state is restored afterwards, so with `num_workers = 0` the model's dropout stream is
+    untouched. A plain int index (PreciseBN's loader) draws as it is.
+    """
+
+    def __init__(self, dataset: Dataset[Any]) -> None:
+        self.dataset = dataset
+        self.num_classes: int = dataset.num_classes  # type: ignore[attr-defined]
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Any:
+        if isinstance(item, int):
+            return self.dataset[item]
+        index, seed = item
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
 
 
 def lr_factor(schedule: ScheduleConfig, steps_per_epoch: int) -> Callable[[int], float]:
@@ -166,7 +211,11 @@ class Trainer:
         seed_everything(cfg.run.seed + world.rank)
 
         backbone = get_model(cfg.backbone)
-        head = MarginHead(cfg.head, cfg.backbone.embedding_size, dataset.num_classes)
+        head: MarginHead | PartialFC
+        if cfg.head.partial_fc:
+            head = PartialFC(cfg.head, cfg.backbone.embedding_size, dataset.num_classes)  # this rank's shard
+        else:
+            head = MarginHead(cfg.head, cfg.backbone.embedding_size, dataset.num_classes)
         distiller = None
         if cfg.distill.weight > 0:
             progress = world.is_main and cfg.run.progress
@@ -174,9 +223,13 @@ class Trainer:
                 dataset, cfg.backbone.embedding_size, cfg.distill.teacher, cfg.distill.weight, progress
             )
             dataset = cast(FaceDataset, WithIndex(cast(Dataset[tuple[Tensor, int]], dataset)))  # batches carry indices
+        dataset = cast(FaceDataset, SeededSamples(cast(Dataset[Any], dataset)))
         self.model = Recognizer(backbone, head, distiller).to(world.device)
         self.ddp: nn.Module = self.model
         if world.enabled:
+            if cfg.head.partial_fc:
+                # Each rank's centres are its own: DDP must neither broadcast nor average them.
+                self.model._ddp_params_and_buffers_to_ignore = ["head.weight"]  # type: ignore[assignment]
             device_ids = [world.device.index] if world.device.type == "cuda" else None
             self.ddp = DistributedDataParallel(self.model, device_ids=device_ids)
 
@@ -220,7 +273,8 @@ class Trainer:
         return {
             "config": self.cfg.to_dict(),
             "model": self.model.backbone.state_dict(),  # the backbone: what eval and export load
-            "head": self.model.head.state_dict(),
+            # With Partial FC each rank's shard goes to its own file (`shard_state`).
+            "head": None if self.cfg.head.partial_fc else self.model.head.state_dict(),
             "distill": self.model.distiller.state_dict() if self.model.distiller is not None else None,
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -233,23 +287,51 @@ class Trainer:
             "window": dict(self.window),
         }
 
+    def shard_state(self) -> dict[str, Any]:
+        """This rank's Partial FC centres and their optimiser state (momentum): C/N rows each."""
+        weight = self.model.head.weight
+        return {"head": self.model.head.state_dict(), "optimizer": dict(self.optimizer.state.get(weight, {}))}
+
     def save_checkpoint(self) -> None:
         state = self.state()  # every rank joins the RNG gather
+        path = checkpoint.checkpoint_path(self.run_dir, self.step)
+        if self.cfg.head.partial_fc:  # every rank writes its shard, on its own disk if it has no shared one
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            keep = self.cfg.run.keep_checkpoints
+            checkpoint.save_shard(self.shard_state(), path, self.world.rank, self.world.world_size, keep)
         if self.world.is_main:
-            checkpoint.save(state, checkpoint.checkpoint_path(self.run_dir, self.step), self.cfg.run.keep_checkpoints)
+            checkpoint.save(state, path, self.cfg.run.keep_checkpoints)
 
     def resume(self, path: Path) -> None:
-        state = checkpoint.load(path)
+        """Rank 0 reads the checkpoint and broadcasts it; with Partial FC each rank also reads its own shard."""
+        box: list[Any] = [checkpoint.load(path) if self.world.is_main else None]
+        if self.world.enabled:
+            dist.broadcast_object_list(box, src=0)
+        state: dict[str, Any] = box[0]
         if state["world_size"] != self.world.world_size:
             raise ValueError(
                 f"{path} was written by {state['world_size']} process(es), this run has {self.world.world_size}: "
                 "the data order would differ"
             )
         self.model.backbone.load_state_dict(state["model"])
-        self.model.head.load_state_dict(state["head"])
         if self.model.distiller is not None and state.get("distill") is not None:
             self.model.distiller.load_state_dict(state["distill"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.cfg.head.partial_fc:
+            # Next to the checkpoint on a shared filesystem, else in this rank's own run folder.
+            mine = checkpoint.shard_path(path, self.world.rank, self.world.world_size)
+            if not mine.exists():
+                mine = checkpoint.shard_path(self.run_dir / path.name, self.world.rank, self.world.world_size)
+            shard = checkpoint.load(mine)
+            self.model.head.load_state_dict(shard["head"])
+            weight = self.model.head.weight
+            # The optimizer state above holds rank 0's head momentum; this rank's is in its shard.
+            # ("step", AdamW's count, stays on the CPU as load_state_dict leaves it.)
+            self.optimizer.state[weight] = {
+                k: v if k == "step" else v.to(weight.device) for k, v in shard["optimizer"].items()
+            }
+        else:
+            self.model.head.load_state_dict(state["head"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         checkpoint.set_rng_state(state["rng"][self.world.rank])
@@ -321,7 +403,7 @@ class Trainer:
         self.scheduler.step()
         # .item() waits for the device; worth it for exact per-step records at this scale of logging.
         self.window["loss"] += out.loss.item()
-        self.window["correct"] += (out.cosine.argmax(dim=1) == labels).sum().item()
+        self.window["correct"] += self.model.head.num_correct(out, labels).item()
         self.window["seen"] += labels.numel()
         self.window["steps"] += 1
 
@@ -454,22 +536,24 @@ def train(
         if callbacks is None:
             callbacks = default_callbacks(cfg, world)
         trainer = Trainer(cfg, dataset, world, callbacks)
-        start = _resume_path(trainer.run_dir, resume)
+        # Rank 0 decides where to start (its filesystem holds the checkpoints) and tells the others.
+        decision: list[Any] = [None, None]
         if world.is_main:
-            trainer.run_dir.mkdir(parents=True, exist_ok=True)
-            if start is None and checkpoint.list_checkpoints(trainer.run_dir):
-                raise FileExistsError(
-                    f"{trainer.run_dir} already holds checkpoints: resume with --resume auto, or set run.name"
-                )
-            if start is None:
-                (trainer.run_dir / METRICS_FILE).unlink(missing_ok=True)
-            (trainer.run_dir / "config.toml").write_text(to_toml(cfg))
+            try:
+                decision[0] = _prepare_run_dir(trainer.run_dir, resume, cfg)
+            except (FileNotFoundError, FileExistsError) as error:
+                decision[1] = error
+        if world.enabled:
+            dist.broadcast_object_list(decision, src=0)
+        start, problem = decision
+        if problem is not None:
+            raise problem
         if start is not None:
             trainer.resume(start)
         trainer.fit()
         return trainer.run_dir
     finally:
-        if world.enabled:
+        if world.owns_group:
             dist.destroy_process_group()
 
 
@@ -490,6 +574,18 @@ def _build_dataset(cfg: ExperimentConfig, world: Distributed) -> FaceDataset:
     if not world.is_main:
         dataset = cast(FaceDataset, build_dataset(cfg.data, train=True, num_classes=shared[0]))
     return dataset
+
+
+def _prepare_run_dir(run_dir: Path, resume: str | Path | None, cfg: ExperimentConfig) -> Path | None:
+    """On rank 0: the checkpoint to start from (None: a fresh run), and the run folder made ready."""
+    start = _resume_path(run_dir, resume)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if start is None and checkpoint.list_checkpoints(run_dir):
+        raise FileExistsError(f"{run_dir} already holds checkpoints: resume with --resume auto, or set run.name")
+    if start is None:
+        (run_dir / METRICS_FILE).unlink(missing_ok=True)
+    (run_dir / "config.toml").write_text(to_toml(cfg))
+    return start
 
 
 def _resume_path(run_dir: Path, resume: str | Path | None) -> Path | None:
