@@ -4,12 +4,13 @@
 `torchrun --nproc_per_node 8 -m training.cli train --config ...` runs one per GPU.
 The process group is started only when torchrun has set RANK and WORLD_SIZE.
 
-Exact resume rests on three things: the data order is a function of (seed, epoch)
-and the checkpoint records how many batches of the epoch were done; the loader's
-worker seeds come from a per-epoch generator rather than the global RNG; and the
-python, numpy and torch random states of every rank are saved and restored. With
-`num_workers > 0` a resume mid-epoch hands batches to different workers, so random
-augmentation there repeats only if the dataset seeds it per sample.
+Exact resume rests on four things: the data order is a function of (seed, epoch)
+and the checkpoint records how many batches of the epoch were done; each sample's
+augmentation draws from torch's RNG seeded by (seed, epoch, index), whichever loader
+worker draws it; the loader's worker seeds come from a per-epoch generator rather
+than the global RNG; and the python, numpy and torch random states of every rank are
+saved and restored. What is not covered: augmentation drawing from numpy's or python's
+RNG inside a dataset, and on CUDA the nondeterministic kernels (cuDNN autotuning is on).
 """
 
 from __future__ import annotations
