@@ -134,12 +134,14 @@ def iam_penalty(similarity: Tensor, labels: Tensor) -> Tensor:
 
 
 def iam_centre_penalty(centres: Tensor, classes: Tensor) -> Tensor:
-    """The IAM term as published (Sun et al., 2020): a penalty on the angles between class centres.
+    """The IAM term in its published shape (Sun et al., 2020): a penalty on the angles between
+    class centres, heavier for smaller angles.
 
     `centres (C, D)` are the unit class centres and `classes (A,)` the distinct classes
     of the batch, the anchors. For each anchor the SUM over the other C - 1 centres of
-    ((1 + cos) / 2)^2, averaged over the anchors: a pair's pull is beta * (1 + cos) / 2 / A
-    whatever C is, so a beta carries over between class counts.
+    ((1 + cos) / 2)^2, averaged over the anchors. The normalisation is this project's
+    choice: a pair's pull is beta * (1 + cos) / 2 / A whatever C is, so a beta carries over
+    between class counts (the total grows with C; centres spread evenly feel little of it).
     """
     similarity = centres[classes] @ centres.T  # (A, C)
     others = torch.ones_like(similarity, dtype=torch.bool).scatter(1, classes[:, None], False)
