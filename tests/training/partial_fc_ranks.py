@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from training import checkpoint
 from training.backbones import BACKBONES
 from training.config import BackboneConfig, ExperimentConfig, HeadConfig, replace
 from training.heads import MarginHead
@@ -104,7 +105,14 @@ def training(out: Path) -> dict[str, object]:
     def losses(run: Path) -> dict[str, float]:
         return {str(r["step"]): r["loss"] for r in read_metrics(run) if "loss" in r}
 
-    return {"full": losses(full), "resumed": losses(part), "shards": sorted(p.name for p in part.glob("*.head*"))}
+    rank = dist.get_rank()
+    centres = checkpoint.load(full / f"checkpoint_00000006.head{rank}of2.pt")["head"]["weight"]
+    return {
+        "full": losses(full),
+        "resumed": losses(part),
+        "shards": sorted(p.name for p in part.glob("*.head*")),
+        "centres_sum": centres.double().sum().item(),  # DDP must leave each rank's own centres alone
+    }
 
 
 def main() -> None:

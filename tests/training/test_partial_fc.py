@@ -74,4 +74,5 @@ def test_two_ranks_match_the_full_head_and_resume_exactly(tmp_path: Path) -> Non
     main, other = ranks[0]["training"], ranks[1]["training"]
     assert sorted(main["full"], key=int) == ["1", "2", "3", "4", "5", "6"]
     assert main["resumed"] == main["full"]  # mid-epoch resume with sharded centres, bit for bit
-    assert other["shards"] == ["checkpoint_00000006.head1of2.pt", "checkpoint_00000003.head1of2.pt"][::-1]
+    assert other["shards"] == ["checkpoint_00000003.head1of2.pt", "checkpoint_00000006.head1of2.pt"]
+    assert main["centres_sum"] != other["centres_sum"]  # not broadcast or averaged by DDP
