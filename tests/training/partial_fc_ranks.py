@@ -1,6 +1,7 @@
 """Run by test_partial_fc.py as `torchrun --standalone --nproc_per_node 2 partial_fc_ranks.py OUT` (gloo, CPU).
 
 Each rank writes OUT/rank<r>.json with what the test asserts:
+0. a RecordIO without identity records has its classes counted by rank 0 only;
 1. the sharded head against the full head on the gathered batch, at sample rate 1: loss,
    the gradient of this rank's centres, the embedding gradient (x N, for DDP's average);
 2. a short training run with Partial FC at sample rate 0.5 under DDP, interrupted and
@@ -115,12 +116,35 @@ def training(out: Path) -> dict[str, object]:
     }
 
 
+def classes_counted_once(out: Path) -> int:
+    """A .rec without identity records: rank 0 reads every label, the others are told the count."""
+    import training.data.recordio as recordio
+    from training.data.images import encode_rgb
+    from training.train import Distributed, _build_dataset
+
+    rank = dist.get_rank()
+    if rank == 0:
+        crop = encode_rgb(torch.zeros(112, 112, 3, dtype=torch.uint8).numpy(), ".png")
+        with recordio.IndexedRecordWriter(out / "train.rec", out / "train.idx") as writer:
+            for key, label in enumerate([0, 4, 2]):
+                writer.write(key, recordio.pack(recordio.IRHeader(0, float(label), key), crop))
+    else:
+
+        def no_second_pass(header: recordio.IRHeader) -> int:
+            raise AssertionError("a rank other than 0 read the labels to count the classes")
+
+        recordio.image_label = no_second_pass  # type: ignore[assignment]
+    cfg = replace(ExperimentConfig(), data={"kind": "recordio", "root": out})
+    world = Distributed(rank, dist.get_world_size(), torch.device("cpu"))
+    return _build_dataset(cfg, world).num_classes
+
+
 def main() -> None:
     out = Path(sys.argv[1])
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.set_num_threads(1)
-    found = {"head": head_against_full(rank, world)}
+    found: dict[str, object] = {"classes": classes_counted_once(out), "head": head_against_full(rank, world)}
     found["training"] = training(out / f"runs{rank}")  # each rank its own disk: nothing shared
     dist.destroy_process_group()
     (out / f"rank{rank}.json").write_text(json.dumps(found))

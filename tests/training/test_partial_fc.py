@@ -65,6 +65,7 @@ def test_two_ranks_match_the_full_head_and_resume_exactly(tmp_path: Path) -> Non
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [found["classes"] for found in ranks] == [5, 5]  # counted on rank 0 only, shared
     for found in ranks:
         for name, head in found["head"].items():
             assert head["loss"][0] == pytest.approx(head["loss"][1], rel=1e-12), name  # same loss at rate 1
