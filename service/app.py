@@ -23,10 +23,10 @@ from service.store import Store
 from service.store.migrate import upgrade
 from service.store.notify import ChangeListener
 from service.threshold import FixedThreshold, GalleryAwareThreshold, ThresholdPolicy
-from service.vision.detect import DetectorOptions, YuNetDetector
+from service.vision.detectors import build_detector
 from service.vision.embed import OnnxEmbedder
 from service.vision.manifest import ModelManifest
-from service.vision.models import load_detector_model, load_embedder_model
+from service.vision.models import load_embedder_model
 
 log = logging.getLogger("faceid")
 
@@ -53,13 +53,12 @@ def build_recognizer(settings: Settings) -> Recognizer:
     store = Store.from_url(settings.database_url, pool_size=settings.db_pool_size)
     if settings.auto_migrate:
         upgrade(store.engine)
-    detector = YuNetDetector(
-        load_detector_model(),
-        DetectorOptions(
-            score_threshold=settings.detect_score_threshold,
-            max_side=settings.detect_max_side,
-            min_face=settings.min_face_size,
-        ),
+    detector = build_detector(
+        settings.detector,
+        score_threshold=settings.detect_score_threshold,
+        max_side=settings.detect_max_side,
+        min_face=settings.min_face_size,
+        providers=settings.providers,
     )
     manifest, model = load_embedder_model(settings.embedder)
     embedder = OnnxEmbedder(

@@ -60,7 +60,17 @@ class Settings(BaseSettings):
     inference_threads: int = Field(default=0, ge=0, description="Concurrent inference jobs (0: number of cores).")
 
     # Detection
-    detect_score_threshold: float = Field(default=0.6, gt=0, lt=1)
+    detector: Literal["cascade", "retinaface", "yunet"] = Field(
+        default="cascade",
+        description="'cascade': RetinaFace, with YuNet's second opinion on faces it is unsure of; 'retinaface'; "
+        "'yunet' (the detector before issue 11). Measured by bench.robustness.",
+    )
+    detect_score_threshold: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Detector confidence; unset: the detector's own (RetinaFace 0.5, YuNet 0.6).",
+    )
     detect_max_side: int = Field(default=640, ge=64, le=4096, description="Detect on a copy scaled to this side.")
     min_face_size: int = Field(default=12, ge=1, description="Smallest face side in pixels kept by detection.")
     ambiguous_ratio: float = Field(
