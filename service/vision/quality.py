@@ -12,7 +12,8 @@ a face is judged the same whatever the photo's size:
 - for_recognition: `high`, `medium` or `low`, from those measures with cut-offs
   calibrated on the degradation suite (`bench.robustness`, see `LEVELS`).
 
-`assess(image, face)` is the one entry point; the rest are its parts.
+`assess(face, crop)` is the entry point for a face the pipeline has aligned already,
+`assess_image(image, face)` for one that is not; the rest are their parts.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from service.vision.align import ARCFACE_TEMPLATE, align_face, similarity_transform
+from service.vision.align import ARCFACE_SIZE, ARCFACE_TEMPLATE, align_face, similarity_transform
 from service.vision.detect import Face
 
 Level = Literal["high", "medium", "low"]
@@ -138,7 +139,10 @@ def face_size(landmarks: NDArray[np.floating]) -> float:
 
 
 def photometry(crop: NDArray[np.uint8]) -> tuple[float, float, float]:
-    """(sharpness, brightness, contrast) of an aligned 112x112 crop's inner face."""
+    """(sharpness, brightness, contrast) of a face aligned to the ArcFace template (any square
+    size: it is measured at 112x112), over the inner face."""
+    if crop.shape[:2] != (ARCFACE_SIZE, ARCFACE_SIZE):
+        crop = np.asarray(cv2.resize(crop, (ARCFACE_SIZE, ARCFACE_SIZE), interpolation=cv2.INTER_AREA), np.uint8)
     grey = crop if crop.ndim == 2 else cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
     inner = grey[INNER].astype(np.float32)
     sharpness = float(cv2.Laplacian(inner, cv2.CV_32F, ksize=1).var())
@@ -175,10 +179,9 @@ def level(quality: dict[str, float], levels: dict[str, Cutoffs] = LEVELS) -> tup
     return ("medium", tuple(high)) if high else ("high", ())
 
 
-def assess(image: NDArray[np.uint8], face: Face, crop: NDArray[np.uint8] | None = None) -> FaceQuality:
-    """The quality of `face` in the (H, W, 3) RGB `image`; pass the aligned 112x112 `crop` if made already."""
-    if crop is None:
-        crop = align_face(image, face.landmarks)
+def assess(face: Face, crop: NDArray[np.uint8]) -> FaceQuality:
+    """The quality of `face` (landmarks in the photo's full-resolution pixels) from its aligned
+    `crop`, the one the embedder gets (`FacePipeline.crops`): no extra warp per face."""
     sharpness, brightness, contrast = photometry(crop)
     yaw, pitch, roll = pose(face.landmarks)
     measured = {
@@ -192,3 +195,8 @@ def assess(image: NDArray[np.uint8], face: Face, crop: NDArray[np.uint8] | None 
     }
     verdict, reasons = level(measured)
     return FaceQuality(**measured, for_recognition=verdict, reasons=reasons)
+
+
+def assess_image(image: NDArray[np.uint8], face: Face) -> FaceQuality:
+    """`assess` for a face in an (H, W, 3) RGB image at the landmarks' scale: aligns it first."""
+    return assess(face, align_face(image, face.landmarks))

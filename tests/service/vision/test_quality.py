@@ -2,11 +2,11 @@ import cv2
 import numpy as np
 import pytest
 
-from service.vision.align import ARCFACE_TEMPLATE
+from service.vision.align import ARCFACE_TEMPLATE, align_face
 from service.vision.decode import decode_image
 from service.vision.detect import Face, largest_face
 from service.vision.models import load_retinaface_model
-from service.vision.quality import assess, face_size, level, pose
+from service.vision.quality import assess, assess_image, face_size, level, pose
 from service.vision.retinaface import RetinaFaceDetector
 from tests.conftest import orl, photo
 
@@ -30,7 +30,7 @@ def test_the_template_is_frontal() -> None:
 
 def test_a_clean_portrait_is_high(retinaface: RetinaFaceDetector) -> None:
     image = decode_image(photo("obama.jpg"))
-    quality = assess(image, first_face(retinaface, image))
+    quality = assess_image(image, first_face(retinaface, image))
     assert quality.for_recognition == "high", quality
     assert quality.face_size > 80 and 0.3 < quality.brightness < 0.8
     assert abs(quality.yaw) < 15 and abs(quality.roll) < 10
@@ -38,18 +38,18 @@ def test_a_clean_portrait_is_high(retinaface: RetinaFaceDetector) -> None:
 
 def test_roll_follows_an_in_plane_rotation(retinaface: RetinaFaceDetector) -> None:
     image = decode_image(photo("obama.jpg"))
-    before = assess(image, first_face(retinaface, image)).roll
+    before = assess_image(image, first_face(retinaface, image)).roll
     h, w = image.shape[:2]
     turned = cv2.warpAffine(image, cv2.getRotationMatrix2D((w / 2, h / 2), 25, 1.0), (w, h))
-    after = assess(turned, first_face(retinaface, turned)).roll
+    after = assess_image(turned, first_face(retinaface, turned)).roll
     assert after - before == pytest.approx(-25, abs=5)
 
 
 def test_yaw_changes_sign_in_a_mirror(retinaface: RetinaFaceDetector) -> None:
     image = decode_image(photo("obama2.jpg"))  # looking to one side
-    yaw = assess(image, first_face(retinaface, image)).yaw
+    yaw = assess_image(image, first_face(retinaface, image)).yaw
     mirror = np.ascontiguousarray(image[:, ::-1])
-    mirrored = assess(mirror, first_face(retinaface, mirror)).yaw
+    mirrored = assess_image(mirror, first_face(retinaface, mirror)).yaw
     assert abs(yaw) > 10
     assert mirrored == pytest.approx(-yaw, abs=8)  # the detector is not exactly mirror-symmetric (5 deg here)
 
@@ -57,23 +57,23 @@ def test_yaw_changes_sign_in_a_mirror(retinaface: RetinaFaceDetector) -> None:
 def test_blur_darkness_and_small_faces_lower_the_level(retinaface: RetinaFaceDetector) -> None:
     image = decode_image(photo("obama.jpg"))
     face = first_face(retinaface, image)
-    sharp = assess(image, face)
-    blurred = assess(cv2.GaussianBlur(image, (0, 0), 8), face)
+    sharp = assess_image(image, face)
+    blurred = assess_image(cv2.GaussianBlur(image, (0, 0), 8), face)
     assert blurred.sharpness < sharp.sharpness / 10
     assert "blurry" in blurred.reasons and blurred.for_recognition != "high"
-    dark = assess((image * 0.08).astype(np.uint8), face)
+    dark = assess_image((image * 0.08).astype(np.uint8), face)
     assert dark.for_recognition == "low" and "dark" in dark.reasons
     small = cv2.resize(image, None, fx=0.06, fy=0.06, interpolation=cv2.INTER_AREA)
     tiny = Face(face.box * 0.06, face.landmarks * 0.06, face.score)
-    assert assess(small, tiny).for_recognition == "low"
-    assert "small_face" in assess(small, tiny).reasons
+    assert assess_image(small, tiny).for_recognition == "low"
+    assert "small_face" in assess_image(small, tiny).reasons
 
 
 def test_every_clean_orl_dev_photo_is_usable(retinaface: RetinaFaceDetector) -> None:
     levels = []
     for person in range(1, 11):
         image = decode_image(orl(person, 1))
-        levels.append(assess(image, first_face(retinaface, image)).for_recognition)
+        levels.append(assess_image(image, first_face(retinaface, image)).for_recognition)
     assert "low" not in levels
 
 
@@ -89,3 +89,14 @@ def test_level_names_every_bar_missed() -> None:
     }
     verdict, reasons = level(measured)
     assert verdict == "low" and set(reasons) == {"blurry", "dark", "turned"}
+
+
+def test_the_embedders_crop_gives_the_same_measures_at_any_size(retinaface: RetinaFaceDetector) -> None:
+    image = decode_image(photo("biden.jpg"))
+    face = first_face(retinaface, image)
+    reference = assess_image(image, face)
+    crop = align_face(image, face.landmarks, (128, 128))
+    other = assess(face, crop)
+    assert other.for_recognition == reference.for_recognition
+    assert other.brightness == pytest.approx(reference.brightness, abs=0.02)
+    assert other.face_size == reference.face_size and other.yaw == reference.yaw
