@@ -54,9 +54,10 @@ from service.vision.align import align_face
 from service.vision.cascade import CascadeDetector
 from service.vision.decode import decode_image
 from service.vision.detect import Detector, DetectorOptions, Face, YuNetDetector
+from service.vision.detectors import build_detector
 from service.vision.embed import OnnxEmbedder
 from service.vision.models import load_detector_model, load_embedder_model, load_retinaface_model
-from service.vision.quality import THRESHOLD_MARGIN, assess
+from service.vision.quality import THRESHOLD_MARGIN, assess_image
 from service.vision.quality import level as quality_level
 from service.vision.retinaface import RetinaFaceDetector
 from training.metrics import SearchResults, search, search_metrics, threshold_at_rate
@@ -80,6 +81,7 @@ PHOTOMETRIC = ("dark", "backlit", "low_resolution", "jpeg", "blur")
 FIXTURE_FACE_WIDTH = 100
 TARGET_FPIR = 0.01
 CASCADE_SURE, CASCADE_UNSURE = 0.5, 0.3
+MBF_SYSTEMS = ("peer", "cascade_mbf")
 PEER_THRESHOLD = 0.307  # bench.accuracy: MBF at SFace's ORL 1:1 false-accept rate at 0.40
 
 
@@ -471,7 +473,7 @@ def measure_quality(probes: list[Probe], faces: list[Face | None]) -> NDArray[np
     out = np.full((len(probes), len(QUALITY_FIELDS)), np.nan)
     for i, (probe, face) in enumerate(zip(probes, faces, strict=True)):
         if face is not None:
-            q = assess(probe.image, face)
+            q = assess_image(probe.image, face)
             out[i] = [getattr(q, f) for f in QUALITY_FIELDS]
     return out
 
@@ -554,6 +556,9 @@ def build_systems(names: Sequence[str]) -> dict[str, System]:
             from bench.peers import MbfEmbedder, ScrfdDetector
 
             systems["peer"] = System("peer: SCRFD + MBF", ScrfdDetector(scrfd), MbfEmbedder(mbf))
+            if "cascade_mbf" in names:  # diagnosis: our detection and alignment, the peer's embedder
+                detector = systems["cascade"].detector if "cascade" in systems else build_detector("cascade")
+                systems["cascade_mbf"] = System("cascade + MBF (diagnosis)", detector, MbfEmbedder(mbf))
     return systems
 
 
@@ -710,7 +715,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             else np.zeros((0, g.shape[1]), np.float32)
         )
         gallery_size = len(enrolled) + len(distractors)
-        threshold = system.threshold(gallery_size) if key != "peer" else float("nan")
+        threshold = system.threshold(gallery_size) if key not in MBF_SYSTEMS else float("nan")
         per_condition: dict[str, Any] = {}
         pooled: list[SearchResults] = []
         for condition in conditions:
@@ -733,10 +738,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             report["systems"][key]["single_face_640x480"] = end_to_end_cpu_ms(system, args.speed_repeat)
             print(system.name, "640x480 end to end:", report["systems"][key]["single_face_640x480"])
 
-    if "peer" in systems:
-        # The peer has no calibrated decision of its own: give it the threshold that holds FPIR
-        # 1% on its own clean non-mated searches, an oracle in its favour.
-        entry = report["systems"]["peer"]
+    for key in (k for k in MBF_SYSTEMS if k in systems):
+        # MBF has no calibrated decision here: it gets the threshold that holds FPIR 1% on its
+        # own clean non-mated searches, an oracle in its favour.
+        entry = report["systems"][key]
         if "clean" in conditions:
             clean = entry["_pooled"][conditions.index("clean")]
             oracle = threshold_at_rate(clean.top1_score[~clean.mated], TARGET_FPIR)
@@ -759,7 +764,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             pooled[0].gallery_identities,
         )
         entry["pooled"] = metrics_of(everything, threshold)
-        if key != "peer":
+        if key not in MBF_SYSTEMS:
             per_probe = [table[f"{key}/{c}"][2] for c in conditions]
             entry["quality"] = quality_study(pooled, per_probe, threshold, conditions)
             print(entry["name"], "quality", entry["quality"]["by_level"])
