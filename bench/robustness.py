@@ -548,17 +548,17 @@ def build_systems(names: Sequence[str]) -> dict[str, System]:
         first = RetinaFaceDetector(load_retinaface_model(), DetectorOptions(score_threshold=CASCADE_UNSURE))
         cascade = CascadeDetector(first, YuNetDetector(load_detector_model()), sure=CASCADE_SURE, unsure=CASCADE_UNSURE)
         systems["cascade"] = System("RetinaFace (+YuNet if unsure) + SFace", cascade, sface, sface_threshold)
-    if "peer" in names:
-        scrfd, mbf = shared_asset("peers", "scrfd_500m_bnkps.onnx"), shared_asset("peers", "w600k_mbf.onnx")
-        if scrfd is None or mbf is None:
-            print("peer weights not in the shared assets: the peer is left out")
-        else:
-            from bench.peers import MbfEmbedder, ScrfdDetector
+    scrfd, mbf = shared_asset("peers", "scrfd_500m_bnkps.onnx"), shared_asset("peers", "w600k_mbf.onnx")
+    if {"peer", "cascade_mbf"} & set(names) and (scrfd is None or mbf is None):
+        print("peer weights not in the shared assets: the peer is left out")
+    elif scrfd is not None and mbf is not None:
+        from bench.peers import MbfEmbedder, ScrfdDetector
 
+        if "peer" in names:
             systems["peer"] = System("peer: SCRFD + MBF", ScrfdDetector(scrfd), MbfEmbedder(mbf))
-            if "cascade_mbf" in names:  # diagnosis: our detection and alignment, the peer's embedder
-                detector = systems["cascade"].detector if "cascade" in systems else build_detector("cascade")
-                systems["cascade_mbf"] = System("cascade + MBF (diagnosis)", detector, MbfEmbedder(mbf))
+        if "cascade_mbf" in names:  # diagnosis: our detection and alignment, the peer's embedder
+            detector = systems["cascade"].detector if "cascade" in systems else build_detector("cascade")
+            systems["cascade_mbf"] = System("cascade + MBF (diagnosis)", detector, MbfEmbedder(mbf))
     return systems
 
 
