@@ -1,5 +1,5 @@
-"""The SQL store: identities, faces and their embeddings. The source of truth."""
+"""The SQL store: collections, identities, faces and their embeddings. The source of truth."""
 
-from service.store.repository import FaceRecord, IdentityRecord, NewFace, Store
+from service.store.repository import CollectionRecord, CollectionStore, FaceRecord, IdentityRecord, NewFace, Store
 
-__all__ = ["FaceRecord", "IdentityRecord", "NewFace", "Store"]
+__all__ = ["CollectionRecord", "CollectionStore", "FaceRecord", "IdentityRecord", "NewFace", "Store"]

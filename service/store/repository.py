@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from service.errors import Conflict, NotFound
-from service.store.tables import FaceEventRow, FaceRow, IdentityRow
+from service.store.tables import CollectionRow, FaceEventRow, FaceRow, IdentityRow
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,22 @@ class FaceChange:
     op: str  # "add" | "remove"
     face_id: int
     identity_id: int
+    collection_id: int
     model: str
+
+
+@dataclass(frozen=True)
+class CollectionRecord:
+    id: int
+    name: str
+    model: str  # manifest name@version of the model its faces are embedded with
+    target_fpir: float | None
+    threshold: float | None
+    created_at: datetime
+
+
+def _collection_record(row: CollectionRow) -> CollectionRecord:
+    return CollectionRecord(row.id, row.name, row.model, row.target_fpir, row.threshold, row.created_at)
 
 
 # Execution option naming how a SQLite transaction begins: DEFERRED (reads), IMMEDIATE
@@ -130,6 +145,12 @@ CHANGES_CHANNEL = "faceid_changes"
 
 
 class Store:
+    """The database: collections, identities, faces and the change log.
+
+    Identity and face operations are scoped to one collection: `store.collection(id)` gives
+    them, and an id of another collection is NotFound, exactly like an id that does not exist.
+    """
+
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
@@ -137,6 +158,7 @@ class Store:
             engine.execution_options(**{SQLITE_BEGIN: "IMMEDIATE"}), expire_on_commit=False
         )
         self._postgres = engine.dialect.name == "postgresql"
+        self._sqlite_file = engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:")
 
     def _writer(self) -> Session:
         """A write transaction. Writers are serialised (SQLite's write lock from the first
@@ -160,11 +182,92 @@ class Store:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
-    # --- identities -------------------------------------------------------------
+    def collection(self, collection_id: int) -> CollectionStore:
+        return CollectionStore(self, collection_id)
 
-    def _identity(self, session: Session, identity_id: int) -> IdentityRow:
+    def _forget(self) -> None:
+        """After a deletion on SQLite: move the write-ahead log into the file (where secure_delete
+        has zeroed the freed pages) and truncate it, so the deleted embeddings' bytes leave the
+        disk now rather than at some later checkpoint. Best effort: a long reader can hold it off."""
+        if self._sqlite_file:
+            with self.engine.connect() as conn:  # outside any transaction: the driver's own connection
+                conn.connection.dbapi_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # type: ignore[union-attr]
+
+    # --- collections --------------------------------------------------------------
+
+    def create_collection(
+        self, name: str, model: str, *, target_fpir: float | None = None, threshold: float | None = None
+    ) -> CollectionRecord:
+        with self._writer() as session:
+            if session.scalar(select(CollectionRow.id).where(CollectionRow.name == name)) is not None:
+                raise Conflict(f"collection {name!r} already exists")
+            row = CollectionRow(name=name, model=model, target_fpir=target_fpir, threshold=threshold)
+            session.add(row)
+            session.commit()
+            return _collection_record(row)
+
+    def ensure_collection(self, name: str, model: str) -> CollectionRecord:
+        """The collection, created if missing; one made by a migration without a model is pinned to `model`."""
+        with self._writer() as session:
+            row = session.scalar(select(CollectionRow).where(CollectionRow.name == name))
+            if row is None:
+                row = CollectionRow(name=name, model=model)
+                session.add(row)
+            elif not row.model:
+                row.model = model
+            session.commit()
+            return _collection_record(row)
+
+    def get_collection(self, name: str) -> CollectionRecord:
+        with self._sessions() as session:
+            row = session.scalar(select(CollectionRow).where(CollectionRow.name == name))
+            if row is None:
+                raise NotFound(f"collection {name!r} does not exist")
+            return _collection_record(row)
+
+    def list_collections(self) -> list[CollectionRecord]:
+        with self._sessions() as session:
+            return [_collection_record(r) for r in session.scalars(select(CollectionRow).order_by(CollectionRow.id))]
+
+    def collection_counts(self) -> dict[int, tuple[int, int]]:
+        """collection id -> (identities, faces)."""
+        with self._sessions() as session:
+            people = dict(
+                session.execute(
+                    select(IdentityRow.collection_id, func.count()).group_by(IdentityRow.collection_id)
+                ).all()
+            )
+            faces = dict(
+                session.execute(select(FaceRow.collection_id, func.count()).group_by(FaceRow.collection_id)).all()
+            )
+        return {int(c): (int(people.get(c, 0)), int(faces.get(c, 0))) for c in set(people) | set(faces)}
+
+    def delete_collection(self, name: str) -> list[int]:
+        """The collection, its identities and their faces, in one transaction; every face removal is logged."""
+        with self._writer() as session:
+            row = session.scalar(select(CollectionRow).where(CollectionRow.name == name))
+            if row is None:
+                raise NotFound(f"collection {name!r} does not exist")
+            deleted = (
+                delete(FaceRow)
+                .where(FaceRow.collection_id == row.id)
+                .returning(FaceRow.id, FaceRow.identity_id, FaceRow.model)
+            )
+            faces = sorted((int(f), int(i), str(m)) for f, i, m in session.execute(deleted))
+            session.add_all(
+                FaceEventRow(op="remove", face_id=f, identity_id=i, collection_id=row.id, model=m) for f, i, m in faces
+            )
+            session.execute(delete(IdentityRow).where(IdentityRow.collection_id == row.id))
+            session.delete(row)
+            session.commit()
+        self._forget()
+        return [f for f, _, _ in faces]
+
+    # --- identities (one collection) ---------------------------------------------
+
+    def _identity(self, session: Session, collection_id: int, identity_id: int) -> IdentityRow:
         row = session.get(IdentityRow, identity_id)
-        if row is None:
+        if row is None or row.collection_id != collection_id:
             raise NotFound(f"identity {identity_id} does not exist")
         return row
 
@@ -181,10 +284,11 @@ class Store:
                 raise
             raise Conflict(f"external_id {external_id!r} is already used by another identity") from exc
 
-    def _add_faces(self, session: Session, identity_id: int, faces: list[NewFace]) -> list[FaceRecord]:
+    def _add_faces(self, session: Session, identity: IdentityRow, faces: list[NewFace]) -> list[FaceRecord]:
         rows = [
             FaceRow(
-                identity_id=identity_id,
+                identity_id=identity.id,
+                collection_id=identity.collection_id,
                 embedding=np.ascontiguousarray(f.embedding, dtype="<f4").tobytes(),
                 dim=int(f.embedding.shape[0]),
                 model=f.model,
@@ -199,36 +303,45 @@ class Store:
         ]
         session.add_all(rows)
         session.flush()
-        session.add_all(FaceEventRow(op="add", face_id=r.id, identity_id=identity_id, model=r.model) for r in rows)
+        session.add_all(
+            FaceEventRow(
+                op="add", face_id=r.id, identity_id=identity.id, collection_id=identity.collection_id, model=r.model
+            )
+            for r in rows
+        )
         return [_face_record(r) for r in rows]
 
     def create_identity(
-        self, name: str, external_id: str | None, faces: list[NewFace]
+        self, collection_id: int, name: str, external_id: str | None, faces: list[NewFace]
     ) -> tuple[IdentityRecord, list[FaceRecord]]:
         """One transaction: the identity and all its faces, or nothing."""
         with self._writer() as session:
-            row = IdentityRow(name=name, external_id=external_id)
+            if session.get(CollectionRow, collection_id) is None:
+                raise NotFound(f"collection {collection_id} does not exist")
+            if external_id is not None and session.scalar(
+                select(IdentityRow.id).where(
+                    IdentityRow.collection_id == collection_id, IdentityRow.external_id == external_id
+                )
+            ):
+                raise Conflict(f"external_id {external_id!r} is already used by another identity")
+            row = IdentityRow(collection_id=collection_id, name=name, external_id=external_id)
             session.add(row)
-            try:
-                session.flush()
-            except IntegrityError as exc:
-                session.rollback()
-                if external_id is None:
-                    raise
-                raise Conflict(f"external_id {external_id!r} is already used by another identity") from exc
-            records = self._add_faces(session, row.id, faces)
+            session.flush()
+            records = self._add_faces(session, row, faces)
             self._commit(session, external_id)
             return IdentityRecord(
                 row.id, row.name, row.external_id, len(records), row.created_at, row.updated_at
             ), records
 
-    def add_faces(self, identity_id: int, faces: list[NewFace]) -> tuple[IdentityRecord, list[FaceRecord]]:
+    def add_faces(
+        self, collection_id: int, identity_id: int, faces: list[NewFace]
+    ) -> tuple[IdentityRecord, list[FaceRecord]]:
         """Faces for an identity that exists when they are written: the check and the write are one
         serialised transaction, so an identity deleted meanwhile gives NotFound and nothing is stored."""
         with self._writer() as session:
-            row = self._identity(session, identity_id)
+            row = self._identity(session, collection_id, identity_id)
             try:
-                records = self._add_faces(session, identity_id, faces)
+                records = self._add_faces(session, row, faces)
                 row.updated_at = records[0].created_at if records else row.updated_at
                 session.commit()
             except IntegrityError as exc:  # belt and braces: the foreign key says it is gone
@@ -236,16 +349,20 @@ class Store:
                 raise NotFound(f"identity {identity_id} does not exist") from exc
             return self._record(session, row), records
 
-    def get_identity(self, identity_id: int) -> IdentityRecord:
+    def get_identity(self, collection_id: int, identity_id: int) -> IdentityRecord:
         with self._sessions() as session:
-            return self._record(session, self._identity(session, identity_id))
+            return self._record(session, self._identity(session, collection_id, identity_id))
 
-    def find_by_external_id(self, external_id: str) -> IdentityRecord | None:
+    def find_by_external_id(self, collection_id: int, external_id: str) -> IdentityRecord | None:
         with self._sessions() as session:
-            row = session.scalar(select(IdentityRow).where(IdentityRow.external_id == external_id))
+            row = session.scalar(
+                select(IdentityRow).where(
+                    IdentityRow.collection_id == collection_id, IdentityRow.external_id == external_id
+                )
+            )
             return self._record(session, row) if row is not None else None
 
-    def get_identities(self, ids: list[int]) -> dict[int, IdentityRecord]:
+    def get_identities(self, collection_id: int, ids: list[int]) -> dict[int, IdentityRecord]:
         if not ids:
             return {}
         with self._sessions() as session:
@@ -256,25 +373,30 @@ class Store:
                     .group_by(FaceRow.identity_id)
                 ).all()
             )
-            rows = session.scalars(select(IdentityRow).where(IdentityRow.id.in_(ids))).all()
+            rows = session.scalars(
+                select(IdentityRow).where(IdentityRow.id.in_(ids), IdentityRow.collection_id == collection_id)
+            ).all()
             return {
                 r.id: IdentityRecord(r.id, r.name, r.external_id, int(counts.get(r.id, 0)), r.created_at, r.updated_at)
                 for r in rows
             }
 
-    def list_identities(self, *, limit: int, offset: int, name: str | None = None) -> tuple[list[IdentityRecord], int]:
+    def list_identities(
+        self, collection_id: int, *, limit: int, offset: int, name: str | None = None
+    ) -> tuple[list[IdentityRecord], int]:
         with self._sessions() as session:
-            query = select(IdentityRow)
+            query = select(IdentityRow).where(IdentityRow.collection_id == collection_id)
             if name:
                 pattern = "%" + name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
                 query = query.where(func.lower(IdentityRow.name).like(pattern.lower(), escape="\\"))
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
             rows = session.scalars(query.order_by(IdentityRow.id).limit(limit).offset(offset)).all()
-            records = self.get_identities([r.id for r in rows])
+            records = self.get_identities(collection_id, [r.id for r in rows])
             return [records[r.id] for r in rows], int(total)
 
     def update_identity(
         self,
+        collection_id: int,
         identity_id: int,
         *,
         name: str | None = None,
@@ -282,7 +404,7 @@ class Store:
         clear_external_id: bool = False,
     ) -> IdentityRecord:
         with self._writer() as session:
-            row = self._identity(session, identity_id)
+            row = self._identity(session, collection_id, identity_id)
             if name is not None:
                 row.name = name
             if external_id is not None or clear_external_id:
@@ -290,34 +412,38 @@ class Store:
             self._commit(session, external_id)
             return self._record(session, row)
 
-    def delete_identity(self, identity_id: int) -> list[int]:
+    def delete_identity(self, collection_id: int, identity_id: int) -> list[int]:
         """Deletes the identity and its faces; returns the deleted face ids.
 
         The faces are deleted with RETURNING and exactly those rows get a `remove` entry in the
         change log, in the same transaction: no face can leave without the gallery hearing of it.
         """
         with self._writer() as session:
-            self._identity(session, identity_id)
+            self._identity(session, collection_id, identity_id)
             deleted = delete(FaceRow).where(FaceRow.identity_id == identity_id).returning(FaceRow.id, FaceRow.model)
             faces = sorted((int(fid), str(model)) for fid, model in session.execute(deleted))
             session.add_all(
-                FaceEventRow(op="remove", face_id=fid, identity_id=identity_id, model=model) for fid, model in faces
+                FaceEventRow(
+                    op="remove", face_id=fid, identity_id=identity_id, collection_id=collection_id, model=model
+                )
+                for fid, model in faces
             )
             session.execute(delete(IdentityRow).where(IdentityRow.id == identity_id))
             session.commit()
-            return [fid for fid, _ in faces]
+        self._forget()
+        return [fid for fid, _ in faces]
 
-    # --- faces ------------------------------------------------------------------
+    # --- faces (one collection) ----------------------------------------------------
 
-    def list_faces(self, identity_id: int) -> list[FaceRecord]:
+    def list_faces(self, collection_id: int, identity_id: int) -> list[FaceRecord]:
         with self._sessions() as session:
-            self._identity(session, identity_id)
+            self._identity(session, collection_id, identity_id)
             rows = session.scalars(select(FaceRow).where(FaceRow.identity_id == identity_id).order_by(FaceRow.id)).all()
             return [_face_record(r) for r in rows]
 
-    def delete_face(self, identity_id: int, face_id: int) -> None:
+    def delete_face(self, collection_id: int, identity_id: int, face_id: int) -> None:
         with self._writer() as session:
-            self._identity(session, identity_id)
+            self._identity(session, collection_id, identity_id)
             gone = session.execute(
                 delete(FaceRow)
                 .where(FaceRow.id == face_id, FaceRow.identity_id == identity_id)
@@ -325,12 +451,17 @@ class Store:
             ).all()
             if not gone:
                 raise NotFound(f"face {face_id} of identity {identity_id} does not exist")
-            session.add(FaceEventRow(op="remove", face_id=face_id, identity_id=identity_id, model=gone[0][0]))
+            session.add(
+                FaceEventRow(
+                    op="remove", face_id=face_id, identity_id=identity_id, collection_id=collection_id, model=gone[0][0]
+                )
+            )
             session.commit()
+        self._forget()
 
-    def identity_embeddings(self, identity_id: int, model: str) -> NDArray[np.float32]:
+    def identity_embeddings(self, collection_id: int, identity_id: int, model: str) -> NDArray[np.float32]:
         with self._sessions() as session:
-            self._identity(session, identity_id)
+            self._identity(session, collection_id, identity_id)
             rows = session.execute(
                 select(FaceRow.embedding, FaceRow.dim).where(FaceRow.identity_id == identity_id, FaceRow.model == model)
             ).all()
@@ -338,43 +469,56 @@ class Store:
                 return np.zeros((0, 0), np.float32)
             return np.stack([np.frombuffer(b, dtype="<f4", count=d) for b, d in rows]).astype(np.float32)
 
-    # --- the gallery's view -----------------------------------------------------
+    # --- the galleries' view ---------------------------------------------------------
 
-    def count_faces_by_model(self) -> dict[str, int]:
+    def count_faces_by_model(self, collection_id: int | None = None) -> dict[str, int]:
+        query = select(FaceRow.model, func.count()).group_by(FaceRow.model)
+        if collection_id is not None:
+            query = query.where(FaceRow.collection_id == collection_id)
         with self._sessions() as session:
-            return {m: int(n) for m, n in session.execute(select(FaceRow.model, func.count()).group_by(FaceRow.model))}
+            return {m: int(n) for m, n in session.execute(query)}
 
-    def fingerprint(self, model: str) -> GalleryFingerprint:
-        """The log position and a summary of `model`'s faces, read in one statement (one snapshot):
-        a gallery that has applied the log up to `seq` must hold exactly these faces."""
-        faces = (
+    def fingerprints(self, model: str) -> tuple[int, dict[int, GalleryFingerprint]]:
+        """The log position, and per collection a summary of `model`'s faces, read in one statement
+        (one snapshot): a gallery that has applied the log up to that position must hold exactly these."""
+        seq = select(func.coalesce(func.max(FaceEventRow.seq), 0)).scalar_subquery()
+        query = (
             select(
-                func.count().label("n"),
-                func.coalesce(func.sum(FaceRow.id), 0).label("ids"),
-                func.coalesce(func.sum(FaceRow.identity_id), 0).label("owners"),
+                FaceRow.collection_id,
+                func.count(),
+                func.coalesce(func.sum(FaceRow.id), 0),
+                func.coalesce(func.sum(FaceRow.identity_id), 0),
+                seq,
             )
             .where(FaceRow.model == model)
-            .subquery()
+            .group_by(FaceRow.collection_id)
         )
-        seq = select(func.coalesce(func.max(FaceEventRow.seq), 0)).scalar_subquery()
         with self._sessions() as session:
-            row = session.execute(select(seq, *faces.c)).one()
-            return GalleryFingerprint(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+            rows = session.execute(query).all()
+            position = int(rows[0][4]) if rows else int(session.scalar(select(seq)) or 0)
+        return position, {int(c): GalleryFingerprint(position, int(n), int(a), int(b)) for c, n, a, b, _ in rows}
 
     def last_change(self) -> int:
         with self._sessions() as session:
             return int(session.scalar(select(func.coalesce(func.max(FaceEventRow.seq), 0))) or 0)
 
     def iter_embeddings(
-        self, model: str, *, batch: int = 50_000, face_ids: list[int] | None = None
-    ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]]:
-        """(face_ids, identity_ids, vectors) of `model`, streamed in batches by keyset paging."""
+        self,
+        model: str,
+        *,
+        collection_id: int | None = None,
+        batch: int = 50_000,
+        face_ids: list[int] | None = None,
+    ) -> Iterator[tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]]:
+        """(face_ids, identity_ids, collection_ids, vectors) of `model`, streamed in batches by keyset paging."""
         after = 0
         with self._sessions() as session:
             while True:
-                query = select(FaceRow.id, FaceRow.identity_id, FaceRow.embedding).where(
+                query = select(FaceRow.id, FaceRow.identity_id, FaceRow.collection_id, FaceRow.embedding).where(
                     FaceRow.model == model, FaceRow.id > after
                 )
+                if collection_id is not None:
+                    query = query.where(FaceRow.collection_id == collection_id)
                 if face_ids is not None:
                     query = query.where(FaceRow.id.in_(face_ids))
                 rows = session.execute(query.order_by(FaceRow.id).limit(batch)).all()
@@ -382,8 +526,9 @@ class Store:
                     return
                 ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
                 owners = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-                vectors = np.frombuffer(b"".join(r[2] for r in rows), dtype="<f4").reshape(len(rows), -1)
-                yield ids, owners, vectors.astype(np.float32, copy=False)
+                collections = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+                vectors = np.frombuffer(b"".join(r[3] for r in rows), dtype="<f4").reshape(len(rows), -1)
+                yield ids, owners, collections, vectors.astype(np.float32, copy=False)
                 after = int(ids[-1])
                 if len(rows) < batch:
                     return
@@ -393,4 +538,56 @@ class Store:
             rows = session.scalars(
                 select(FaceEventRow).where(FaceEventRow.seq > seq).order_by(FaceEventRow.seq).limit(limit)
             ).all()
-            return [FaceChange(r.seq, r.op, r.face_id, r.identity_id, r.model) for r in rows]
+            return [FaceChange(r.seq, r.op, r.face_id, r.identity_id, r.collection_id, r.model) for r in rows]
+
+
+class CollectionStore:
+    """The identity and face operations of one collection."""
+
+    def __init__(self, store: Store, collection_id: int) -> None:
+        self.store = store
+        self.collection_id = collection_id
+
+    def create_identity(
+        self, name: str, external_id: str | None, faces: list[NewFace]
+    ) -> tuple[IdentityRecord, list[FaceRecord]]:
+        return self.store.create_identity(self.collection_id, name, external_id, faces)
+
+    def add_faces(self, identity_id: int, faces: list[NewFace]) -> tuple[IdentityRecord, list[FaceRecord]]:
+        return self.store.add_faces(self.collection_id, identity_id, faces)
+
+    def get_identity(self, identity_id: int) -> IdentityRecord:
+        return self.store.get_identity(self.collection_id, identity_id)
+
+    def find_by_external_id(self, external_id: str) -> IdentityRecord | None:
+        return self.store.find_by_external_id(self.collection_id, external_id)
+
+    def get_identities(self, ids: list[int]) -> dict[int, IdentityRecord]:
+        return self.store.get_identities(self.collection_id, ids)
+
+    def list_identities(self, *, limit: int, offset: int, name: str | None = None) -> tuple[list[IdentityRecord], int]:
+        return self.store.list_identities(self.collection_id, limit=limit, offset=offset, name=name)
+
+    def update_identity(
+        self,
+        identity_id: int,
+        *,
+        name: str | None = None,
+        external_id: str | None = None,
+        clear_external_id: bool = False,
+    ) -> IdentityRecord:
+        return self.store.update_identity(
+            self.collection_id, identity_id, name=name, external_id=external_id, clear_external_id=clear_external_id
+        )
+
+    def delete_identity(self, identity_id: int) -> list[int]:
+        return self.store.delete_identity(self.collection_id, identity_id)
+
+    def list_faces(self, identity_id: int) -> list[FaceRecord]:
+        return self.store.list_faces(self.collection_id, identity_id)
+
+    def delete_face(self, identity_id: int, face_id: int) -> None:
+        self.store.delete_face(self.collection_id, identity_id, face_id)
+
+    def identity_embeddings(self, identity_id: int, model: str) -> NDArray[np.float32]:
+        return self.store.identity_embeddings(self.collection_id, identity_id, model)

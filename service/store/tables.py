@@ -20,6 +20,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -69,13 +70,31 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
 
-class IdentityRow(Base):
-    __tablename__ = "identities"
+class CollectionRow(Base):
+    """A tenant: its own people, gallery and threshold, and the embedding model it was made with."""
+
+    __tablename__ = "collections"
     __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str] = mapped_column(String(200))  # manifest name@version, pinned at creation
+    target_fpir: Mapped[float | None] = mapped_column(Float)  # None: the service's FACEID_TARGET_FPIR
+    threshold: Mapped[float | None] = mapped_column(Float)  # a fixed cosine threshold instead
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class IdentityRow(Base):
+    __tablename__ = "identities"
+    __table_args__ = (
+        UniqueConstraint("collection_id", "external_id", name="uq_identities_collection_id_external_id"),
+        NEVER_REUSE_IDS,
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    collection_id: Mapped[int] = mapped_column(BigId, ForeignKey("collections.id"), index=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
-    external_id: Mapped[str | None] = mapped_column(String(200), unique=True)
+    external_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
@@ -88,6 +107,7 @@ class FaceRow(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     identity_id: Mapped[int] = mapped_column(BigId, ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    collection_id: Mapped[int] = mapped_column(BigId, index=True)  # the identity's, kept for the gallery's reads
     embedding: Mapped[bytes] = mapped_column(LargeBinary)  # float32, little-endian, `dim` values
     dim: Mapped[int] = mapped_column(Integer)
     model: Mapped[str] = mapped_column(String(200), index=True)  # manifest name@version
@@ -110,7 +130,44 @@ class FaceEventRow(Base):
     op: Mapped[str] = mapped_column(String(8))  # "add" | "remove"
     face_id: Mapped[int] = mapped_column(BigId)
     identity_id: Mapped[int] = mapped_column(BigId)
+    collection_id: Mapped[int] = mapped_column(BigId)
     model: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
     __table_args__ = (Index("ix_face_events_face_id", "face_id"), NEVER_REUSE_IDS)
+
+
+class ApiKeyRow(Base):
+    """An API key: only a hash of it is stored; `prefix` is public and finds the row."""
+
+    __tablename__ = "api_keys"
+    __table_args__ = NEVER_REUSE_IDS
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    prefix: Mapped[str] = mapped_column(String(32), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64))  # sha256 hex of the whole key
+    scopes: Mapped[str] = mapped_column(String(200))  # comma-separated
+    collections: Mapped[str | None] = mapped_column(String(2000))  # comma-separated names; None: all
+    rate_limit: Mapped[int | None] = mapped_column(Integer)  # requests per minute; None: the default
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class AuditRow(Base):
+    """Who did what to whose faces. Never an image or an embedding."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"), Index("ix_audit_log_identity_id", "identity_id"), NEVER_REUSE_IDS)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    key_id: Mapped[int | None] = mapped_column(BigId)
+    action: Mapped[str] = mapped_column(String(40))
+    collection: Mapped[str | None] = mapped_column(String(64))
+    identity_id: Mapped[int | None] = mapped_column(BigId)
+    face_ids: Mapped[str | None] = mapped_column(String(4000))  # comma-separated
+    faces: Mapped[int] = mapped_column(Integer, default=0)
+    client: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from alembic.script import ScriptDirectory
 from sqlalchemy import select, text
 
 from service.errors import NotFound
-from service.store import NewFace, Store
-from service.store.migrate import upgrade
+from service.store import CollectionStore, NewFace, Store
+from service.store.migrate import alembic_config, upgrade
 from service.store.tables import FaceEventRow, FaceRow
 
 MODEL = "m@1"
@@ -26,6 +27,11 @@ def store(db_url: str) -> Store:
     return store
 
 
+def people(store: Store) -> CollectionStore:
+    """The identity operations of the `default` collection."""
+    return store.collection(store.ensure_collection("default", "m@1").id)
+
+
 def face(seed: int) -> NewFace:
     v = np.random.default_rng(seed).standard_normal(16).astype(np.float32)
     return NewFace(embedding=v / np.linalg.norm(v), model=MODEL, box=(1, 2, 30, 40), score=0.9, image_sha256="ab" * 32)
@@ -33,21 +39,21 @@ def face(seed: int) -> NewFace:
 
 def test_ids_are_never_reused(store: Store) -> None:
     """Enroll Alice, enroll Bob, delete Bob, enroll Carol: Carol must not get Bob's ids."""
-    alice, _ = store.create_identity("Alice", None, [face(1)])
-    bob, bob_faces = store.create_identity("Bob", None, [face(2)])
-    store.delete_identity(bob.id)
-    carol, carol_faces = store.create_identity("Carol", None, [face(3)])
+    alice, _ = people(store).create_identity("Alice", None, [face(1)])
+    bob, bob_faces = people(store).create_identity("Bob", None, [face(2)])
+    people(store).delete_identity(bob.id)
+    carol, carol_faces = people(store).create_identity("Carol", None, [face(3)])
     assert carol.id > bob.id > alice.id
     assert carol_faces[0].id > bob_faces[0].id
     # A client still holding Bob's id gets 404, never Carol.
     with pytest.raises(NotFound):
-        store.get_identity(bob.id)
+        people(store).get_identity(bob.id)
     with pytest.raises(NotFound):
-        store.add_faces(bob.id, [face(4)])
+        people(store).add_faces(bob.id, [face(4)])
     # The same for a deleted face.
-    extra = store.add_faces(carol.id, [face(5)])[1][0]
-    store.delete_face(carol.id, extra.id)
-    assert store.add_faces(carol.id, [face(6)])[1][0].id > extra.id
+    extra = people(store).add_faces(carol.id, [face(5)])[1][0]
+    people(store).delete_face(carol.id, extra.id)
+    assert people(store).add_faces(carol.id, [face(6)])[1][0].id > extra.id
 
 
 def _rows_at_0001(store: Store) -> tuple[int, int, int]:
@@ -96,42 +102,44 @@ def test_migration_keeps_the_data_and_never_reuses_ids_deleted_before_it(db_url:
     survivor_id, deleted_identity, deleted_face = _rows_at_0001(store)
     upgrade(store.engine)
     # Nothing was lost (rebuilding `identities` must not cascade into `faces`).
-    survivor = store.get_identity(survivor_id)
+    # Everyone is in `default`, pinned to the model of their faces (migration 0003).
+    assert [(c.name, c.model) for c in store.list_collections()] == [("default", MODEL)]
+    survivor = people(store).get_identity(survivor_id)
     assert survivor.faces == 1 and survivor.created_at.tzinfo is not None
-    ((ids, owners, vectors),) = list(store.iter_embeddings(MODEL))
+    ((ids, owners, _, vectors),) = list(store.iter_embeddings(MODEL))
     assert len(ids) == 1 and owners.tolist() == [survivor_id]
     np.testing.assert_array_equal(vectors[0], face(1).embedding)
-    new, faces = store.create_identity("after", None, [face(9)])
+    new, faces = people(store).create_identity("after", None, [face(9)])
     assert new.id > deleted_identity and faces[0].id > deleted_face
     assert store.changes_since(0)[-1].seq == 4  # the log's own sequence went on too
 
 
 def test_timestamps_come_back_in_utc_with_an_offset(store: Store) -> None:
-    identity, _ = store.create_identity("Ada", None, [face(1)])
-    for read in (store.get_identity(identity.id), store.list_identities(limit=5, offset=0)[0][0]):
+    identity, _ = people(store).create_identity("Ada", None, [face(1)])
+    for read in (people(store).get_identity(identity.id), people(store).list_identities(limit=5, offset=0)[0][0]):
         assert read.created_at.tzinfo is not None and read.created_at.utcoffset() == UTC.utcoffset(None)
         assert read.updated_at.tzinfo is not None
-    assert store.list_faces(identity.id)[0].created_at.tzinfo is not None
+    assert people(store).list_faces(identity.id)[0].created_at.tzinfo is not None
 
 
 def test_add_faces_racing_a_delete_is_404_or_whole_and_every_removal_is_logged(store: Store) -> None:
     """The review's store-level race: add_faces and delete_identity of one identity at once."""
     outcomes: dict[str, int] = {}
     for n in range(60):
-        identity, _ = store.create_identity(f"p{n}", None, [face(n)])
+        identity, _ = people(store).create_identity(f"p{n}", None, [face(n)])
         barrier = threading.Barrier(2)
 
         def add(identity_id: int = identity.id, seed: int = n, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             try:
-                store.add_faces(identity_id, [face(1000 + seed), face(2000 + seed)])
+                people(store).add_faces(identity_id, [face(1000 + seed), face(2000 + seed)])
                 outcomes["added"] = outcomes.get("added", 0) + 1
             except NotFound:
                 outcomes["not_found"] = outcomes.get("not_found", 0) + 1
 
         def remove(identity_id: int = identity.id, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
-            store.delete_identity(identity_id)
+            people(store).delete_identity(identity_id)
 
         threads = [threading.Thread(target=add), threading.Thread(target=remove)]
         for t in threads:
@@ -173,4 +181,5 @@ def test_several_processes_migrating_a_fresh_sqlite_file_at_once(tmp_path: Path)
     assert not found and all(p.exitcode == 0 for p in procs), found
     store = Store.from_url(url)
     with store.engine.connect() as conn:
-        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0002"
+        head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+        assert conn.scalar(text("SELECT version_num FROM alembic_version")) == head

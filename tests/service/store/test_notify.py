@@ -48,6 +48,7 @@ def listener_pid(store: Store) -> int | None:
 def test_commit_notifies_rollback_does_not_and_a_killed_listener_catches_up(postgres_url: str) -> None:
     store = Store.from_url(postgres_url)
     upgrade(store.engine)
+    people = store.collection(store.ensure_collection("default", "m@1").id)
     calls = Calls()
     listener = ChangeListener.for_store(store, calls)
     assert listener is not None
@@ -55,13 +56,13 @@ def test_commit_notifies_rollback_does_not_and_a_killed_listener_catches_up(post
         assert listener.connected.wait(5)
         assert calls.wait_for(1, 2), "no catch-up call after connecting"
 
-        store.create_identity("a", None, [face(), face(), face()])
+        people.create_identity("a", None, [face(), face(), face()])
         assert calls.wait_for(2, 1), "a committed write did not wake the listener"
         time.sleep(0.3)
         assert calls.count == 2, "three change-log rows in one transaction should arrive as one notification"
 
         with Session(store.engine) as session:
-            session.add(FaceEventRow(op="add", face_id=1, identity_id=1, model="m@1"))
+            session.add(FaceEventRow(op="add", face_id=1, identity_id=1, collection_id=1, model="m@1"))
             session.flush()
             session.rollback()
         time.sleep(0.5)
@@ -73,7 +74,7 @@ def test_commit_notifies_rollback_does_not_and_a_killed_listener_catches_up(post
             assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
         assert calls.wait_for(3, 10), "the listener did not reconnect and catch up"
         assert listener.connected.wait(5)
-        store.create_identity("b", None, [face()])
+        people.create_identity("b", None, [face()])
         assert calls.wait_for(4, 1), "a write after the reconnect did not wake the listener"
     finally:
         listener.stop()

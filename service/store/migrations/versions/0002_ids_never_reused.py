@@ -13,8 +13,9 @@ PostgreSQL's sequences never go back: nothing to do there.
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
+
+from service.store.sequences import reseed
 
 revision = "0002"
 down_revision = "0001"
@@ -34,15 +35,7 @@ def upgrade() -> None:
     for table in _TABLES:
         with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": True}):
             pass
-    for table, logged in _TABLES.items():
-        highest = [f"(SELECT coalesce(max(id), 0) FROM {table})" if table != "face_events" else "0"]
-        if table == "face_events":
-            highest = ["(SELECT coalesce(max(seq), 0) FROM face_events)"]
-        if logged:
-            highest.append(f"(SELECT coalesce(max({logged}), 0) FROM face_events)")
-        top = bind.execute(sa.text(f"SELECT max({', '.join(highest)}, 0)")).scalar_one()
-        bind.execute(sa.text("DELETE FROM sqlite_sequence WHERE name = :t"), {"t": table})
-        bind.execute(sa.text("INSERT INTO sqlite_sequence (name, seq) VALUES (:t, :s)"), {"t": table, "s": int(top)})
+    reseed(bind)
 
 
 def downgrade() -> None:
