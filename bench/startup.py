@@ -3,7 +3,7 @@
 Fills a fresh database with N synthetic 128-d unit vectors (model `sface@2021dec-int8bq`,
 two faces per identity, each with its change-log entry: what enrolling would leave),
 bulk-loaded with COPY on PostgreSQL and executemany on SQLite. Then it measures
-`build_recognizer(settings)` in this process (models, migrations check, gallery rebuild
+`build_collections(settings)` in this process (models, migrations check, gallery rebuild
 streamed from the database) and, unless --no-server, a real `faceid serve` process
 from launch to its first 200 on /ready.
 
@@ -40,7 +40,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from tqdm import tqdm
 
-from service.app import build_recognizer
+from service.app import build_collections
 from service.settings import Settings
 from service.store import Store
 from service.store.migrate import upgrade
@@ -68,10 +68,12 @@ def chunks(total: int) -> Iterator[tuple[int, int]]:
 
 
 FACE_COLUMNS = (
-    "id, identity_id, embedding, dim, model, box_x1, box_y1, box_x2, box_y2, "
+    "id, identity_id, collection_id, embedding, dim, model, box_x1, box_y1, box_x2, box_y2, "
     "detector_score, image_sha256, created_at, updated_at"
 )
-EVENT_COLUMNS = "seq, op, face_id, identity_id, model, created_at"
+EVENT_COLUMNS = "seq, op, face_id, identity_id, collection_id, model, created_at"
+COLLECTION = 1  # `default`, made by the migrations
+BOX = (0, 0, 112, 112)
 
 
 def fill_postgres(url: str, faces: int, seed: int) -> None:
@@ -81,9 +83,11 @@ def fill_postgres(url: str, faces: int, seed: int) -> None:
     conninfo = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
     identities = (faces + FACES_PER_IDENTITY - 1) // FACES_PER_IDENTITY
     with psycopg.connect(conninfo) as conn, conn.cursor() as cur, tqdm(total=faces, unit="face", desc="insert") as bar:
-        with cur.copy("COPY identities (id, name, external_id, created_at, updated_at) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY identities (id, collection_id, name, external_id, created_at, updated_at) FROM STDIN"
+        ) as copy:
             for i in range(1, identities + 1):
-                copy.write_row((i, f"person {i}", f"p{i}", now, now))
+                copy.write_row((i, COLLECTION, f"person {i}", f"p{i}", now, now))
         for first, count in chunks(faces):
             vectors = unit_vectors(count, rng)
             ids = range(first, first + count)
@@ -91,11 +95,27 @@ def fill_postgres(url: str, faces: int, seed: int) -> None:
                 for face_id, v in zip(ids, vectors, strict=True):
                     owner = (face_id - 1) // FACES_PER_IDENTITY + 1
                     copy.write_row(
-                        (face_id, owner, v.tobytes(), DIM, MODEL, 0.0, 0.0, 112.0, 112.0, 0.9, sha, now, now)
+                        (
+                            face_id,
+                            owner,
+                            COLLECTION,
+                            v.tobytes(),
+                            DIM,
+                            MODEL,
+                            0.0,
+                            0.0,
+                            112.0,
+                            112.0,
+                            0.9,
+                            sha,
+                            now,
+                            now,
+                        )
                     )
             with cur.copy(f"COPY face_events ({EVENT_COLUMNS}) FROM STDIN") as copy:
                 for face_id in ids:
-                    copy.write_row((face_id, "add", face_id, (face_id - 1) // FACES_PER_IDENTITY + 1, MODEL, now))
+                    owner = (face_id - 1) // FACES_PER_IDENTITY + 1
+                    copy.write_row((face_id, "add", face_id, owner, COLLECTION, MODEL, now))
             bar.update(count)
         # Rows were given explicit ids: move the sequences past them so later inserts work.
         for table, column in (("identities", "id"), ("faces", "id"), ("face_events", "seq")):
@@ -113,22 +133,35 @@ def fill_sqlite(path: Path, faces: int, seed: int) -> None:
     conn = sqlite3.connect(path)
     with conn, tqdm(total=faces, unit="face", desc="insert") as bar:
         conn.executemany(
-            "INSERT INTO identities (id, name, external_id, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-            ((i, f"person {i}", f"p{i}", now, now) for i in range(1, identities + 1)),
+            "INSERT INTO identities (id, collection_id, name, external_id, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            ((i, COLLECTION, f"person {i}", f"p{i}", now, now) for i in range(1, identities + 1)),
         )
         for first, count in chunks(faces):
             vectors = unit_vectors(count, rng)
             ids = range(first, first + count)
             conn.executemany(
-                f"INSERT INTO faces ({FACE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO faces ({FACE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    (i, (i - 1) // FACES_PER_IDENTITY + 1, v.tobytes(), DIM, MODEL, 0, 0, 112, 112, 0.9, sha, now, now)
+                    (
+                        i,
+                        (i - 1) // FACES_PER_IDENTITY + 1,
+                        COLLECTION,
+                        v.tobytes(),
+                        DIM,
+                        MODEL,
+                        *BOX,
+                        0.9,
+                        sha,
+                        now,
+                        now,
+                    )
                     for i, v in zip(ids, vectors, strict=True)
                 ),
             )
             conn.executemany(
-                f"INSERT INTO face_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-                ((i, "add", i, (i - 1) // FACES_PER_IDENTITY + 1, MODEL, now) for i in ids),
+                f"INSERT INTO face_events ({EVENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((i, "add", i, (i - 1) // FACES_PER_IDENTITY + 1, COLLECTION, MODEL, now) for i in ids),
             )
             bar.update(count)
     conn.close()
@@ -165,14 +198,14 @@ def server_ready_seconds(url: str, timeout: float = 1800) -> float:
 def measure(url: str, faces: int, server: bool) -> dict[str, Any]:
     settings = Settings(database_url=url, providers=["CPUExecutionProvider"], auto_migrate=False, _env_file=None)
     start = time.monotonic()
-    recognizer = build_recognizer(settings)
+    collections = build_collections(settings)
     build = time.monotonic() - start
-    if recognizer.gallery.size != faces:
-        raise RuntimeError(f"the gallery holds {recognizer.gallery.size} faces, the database {faces}")
+    if collections.size != faces:
+        raise RuntimeError(f"the galleries hold {collections.size} faces, the database {faces}")
     start = time.monotonic()
-    recognizer.rebuild()
+    collections.rebuild()
     rebuild = time.monotonic() - start
-    recognizer.store.close()
+    collections.store.close()
     result: dict[str, Any] = {
         "build_recognizer_s": round(build, 2),
         "gallery_rebuild_s": round(rebuild, 2),

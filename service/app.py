@@ -3,23 +3,31 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
+import uuid
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.api.deps import Components
+from service.api.deps import Components, collection_in_path
 from service.api.errors import BodyTooLarge, error_response, install_error_handlers
-from service.api.routes import health, identities, recognition
+from service.api.routes import audit, health, identities, keys, recognition
+from service.api.routes import collections as collection_routes
+from service.auth.authenticator import Authenticator
+from service.auth.bootstrap import bootstrap_admin_key
+from service.auth.keys import KeyStore
+from service.collections import DEFAULT, Collections
+from service.faces import FaceAnalyzer
 from service.gallery import FaissGallery
 from service.metrics import Metrics
-from service.recognizer import Recognizer
 from service.settings import Settings
-from service.store import Store
+from service.store import CollectionRecord, Store
+from service.store.audit import AuditLog
 from service.store.migrate import upgrade
 from service.store.notify import ChangeListener
 from service.threshold import FixedThreshold, GalleryAwareThreshold, ThresholdPolicy
@@ -37,18 +45,24 @@ cosine threshold). Errors are JSON: `{"error": {"code": "...", "message": "..."}
 """
 
 
-def threshold_policy(settings: Settings, manifest: ModelManifest) -> ThresholdPolicy:
-    """A fixed threshold if the settings give one; else one that keeps the target FPIR at the
-    current gallery size, when the manifest records the model's impostor distribution."""
+def threshold_policy(
+    settings: Settings, manifest: ModelManifest, collection: CollectionRecord | None = None
+) -> ThresholdPolicy:
+    """A collection's fixed threshold, else the settings' one; else one that keeps the target FPIR
+    (the collection's, else the settings') at the collection's gallery size, when the manifest
+    records the model's impostor distribution."""
+    if collection is not None and collection.threshold is not None:
+        return FixedThreshold(collection.threshold, "collection")
     if settings.threshold is not None:
         return FixedThreshold(settings.threshold, "fixed")
     if manifest.impostors is not None:
-        return GalleryAwareThreshold(manifest.impostors, settings.target_fpir, manifest.threshold.cosine)
+        target = collection.target_fpir if collection is not None and collection.target_fpir else settings.target_fpir
+        return GalleryAwareThreshold(manifest.impostors, target, manifest.threshold.cosine)
     log.warning("%s has no impostor record in its manifest: using its fixed threshold", manifest.model_id)
     return FixedThreshold(manifest.threshold.cosine, "manifest")
 
 
-def build_recognizer(settings: Settings) -> Recognizer:
+def build_collections(settings: Settings) -> Collections:
     """Every heavy component, built once. Fails fast on a bad model, provider or database."""
     store = Store.from_url(settings.database_url, pool_size=settings.db_pool_size)
     if settings.auto_migrate:
@@ -68,35 +82,44 @@ def build_recognizer(settings: Settings) -> Recognizer:
         intra_op_threads=settings.onnx_threads,
         require_gpu=settings.require_gpu,
     )
-    gallery = FaissGallery(
-        manifest.embedding_size,
-        kind=settings.gallery_index,
-        device=settings.gallery_device,
-        threads=settings.gallery_threads,
-    )
-    recognizer = Recognizer(
+    analyzer = FaceAnalyzer(
         detector=detector,
         embedder=embedder,
-        gallery=gallery,
-        store=store,
-        threshold=threshold_policy(settings, manifest),
         max_image_pixels=settings.max_image_pixels,
         ambiguous_ratio=settings.ambiguous_ratio,
         detect_side=settings.detect_max_side,
         max_faces=settings.max_faces_per_image,
     )
-    recognizer.rebuild()
+
+    def new_gallery() -> FaissGallery:
+        return FaissGallery(
+            manifest.embedding_size,
+            kind=settings.gallery_index,
+            device=settings.gallery_device,
+            threads=settings.gallery_threads,
+        )
+
+    probe = new_gallery()  # fails fast on a GPU gallery that cannot be had
+    collections = Collections(
+        store=store,
+        analyzer=analyzer,
+        new_gallery=new_gallery,
+        policy=lambda record: threshold_policy(settings, manifest, record),
+    )
+    store.ensure_collection(DEFAULT, manifest.model_id)
+    collections.rebuild()
     log.info(
-        "faceid ready: embedder %s on %s, detector %s, gallery %d faces (%s, %s), database %s",
+        "faceid ready: embedder %s on %s, detector %s, %d faces in %d collections (%s, %s), database %s",
         manifest.model_id,
         embedder.provider,
         detector.name,
-        gallery.size,
+        collections.size,
+        len(collections.all()),
         settings.gallery_index,
-        gallery.device,
+        probe.device,
         store.engine.url.render_as_string(hide_password=True),
     )
-    return recognizer
+    return collections
 
 
 class BodyLimit:
@@ -139,6 +162,32 @@ class BodyLimit:
             )
 
 
+class RequestId:
+    """Every request gets an id (the client's `X-Request-ID` when it is a sane token, else a new one),
+    kept in `request.state.request_id` for the audit log and sent back in `X-Request-ID`."""
+
+    _TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = dict(scope.get("headers", [])).get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if self._TOKEN.fullmatch(given) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+
+        async def tagged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        await self.app(scope, receive, tagged)
+
+
 class RequestMetrics:
     """Latency and status per route, as plain ASGI (no per-request Request/Response objects)."""
 
@@ -174,14 +223,26 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        recognizer = await anyio.to_thread.run_sync(build_recognizer, settings)
+        collections = await anyio.to_thread.run_sync(build_collections, settings)
         workers = ThreadPoolExecutor(max_workers=settings.inference_jobs, thread_name_prefix="faceid-inference")
-        app.state.components = Components(settings, recognizer, Metrics(), workers)
+        app.state.components = Components(
+            settings=settings,
+            collections=collections,
+            audit=AuditLog(collections.store),
+            metrics=Metrics(),
+            inference=workers,
+            auth=Authenticator.from_settings(settings, KeyStore(collections.store)),
+        )
+        # The first admin key (or the given one), once, even when several processes start together.
+        app.state.admin_key = await anyio.to_thread.run_sync(
+            bootstrap_admin_key, app.state.components.auth.keys, settings
+        )
         # PostgreSQL also notifies: other processes' writes arrive in milliseconds, not at the next poll.
-        listener = ChangeListener.for_store(recognizer.store, recognizer.sync) if settings.sync_interval > 0 else None
+        listener = ChangeListener.for_store(collections.store, collections.sync) if settings.sync_interval > 0 else None
         async with anyio.create_task_group() as tasks:
             if settings.sync_interval > 0:
-                tasks.start_soon(_follow_changes, recognizer, settings.sync_interval, settings.consistency_interval)
+                tasks.start_soon(_follow_changes, collections, settings.sync_interval, settings.consistency_interval)
+            tasks.start_soon(_prune_audit, app.state.components.audit, settings.audit_retention_days)
             try:
                 yield
             finally:
@@ -189,7 +250,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if listener is not None:
             listener.stop()
         workers.shutdown(wait=False, cancel_futures=True)
-        recognizer.store.close()
+        collections.store.close()
 
     app = FastAPI(
         title="faceid",
@@ -199,17 +260,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={500: {"description": "Internal error (JSON error body)."}},
     )
     install_error_handlers(app)
-    app.include_router(recognition.router)
-    app.include_router(identities.router)
+    # The recognition and identity routes work in a collection; at the root they serve `default`,
+    # so clients written before collections existed keep working.
+    in_collection = {"prefix": "/collections/{collection}", "dependencies": [Depends(collection_in_path)]}
+    for router in (recognition.router, identities.router):
+        app.include_router(router)
+        app.include_router(router, **in_collection)  # type: ignore[arg-type]
+    app.include_router(collection_routes.router)
+    app.include_router(keys.router)
+    app.include_router(audit.router)
     app.include_router(health.router)
 
     app.add_middleware(RequestMetrics)
+    app.add_middleware(RequestId)
     body_limit = settings.max_image_bytes * settings.max_images_per_request + 1024 * 1024
     app.add_middleware(BodyLimit, limit=body_limit)
     return app
 
 
-async def _follow_changes(recognizer: Recognizer, interval: float, check_every: float) -> None:
+async def _prune_audit(log_: AuditLog, keep_days: int, every: float = 3600.0) -> None:
+    """Delete audit entries past their retention, at start and then hourly."""
+    while True:
+        try:
+            removed = await anyio.to_thread.run_sync(log_.prune, keep_days)
+            if removed:
+                log.info("audit log: %d entries older than %d days deleted", removed, keep_days)
+        except Exception as exc:  # the database may be away; try again next time
+            log.warning("could not prune the audit log: %s", type(exc).__name__)
+        await anyio.sleep(every)
+
+
+async def _follow_changes(collections: Collections, interval: float, check_every: float) -> None:
     """Apply enrolls and deletes made by other processes or replicas (the database's change log), and
     now and then compare the whole gallery with the database (rebuilding it on a difference)."""
     last_check = time.monotonic()
@@ -217,7 +298,7 @@ async def _follow_changes(recognizer: Recognizer, interval: float, check_every: 
         await anyio.sleep(interval)
         check = check_every > 0 and time.monotonic() - last_check >= check_every
         try:
-            await anyio.to_thread.run_sync(recognizer.check if check else recognizer.sync)
+            await anyio.to_thread.run_sync(collections.check if check else collections.sync)
             if check:
                 last_check = time.monotonic()
         except Exception as exc:  # the database may be briefly away; keep following from where we are

@@ -64,7 +64,7 @@ def _enroll_person(recognizer: Recognizer, person: Path, files: list[Path], chun
     for start in range(0, len(files), chunk_size):
         chunk = [f.read_bytes() for f in files[start : start + chunk_size]]
         try:
-            _, faces, refused = recognizer.new_faces(chunk)
+            _, faces, refused = recognizer.analyzer.new_faces(chunk)
         except FaceIdError as exc:
             rejected.append(Rejection(start, exc.code, exc.message))
             continue
@@ -76,21 +76,22 @@ def _enroll_person(recognizer: Recognizer, person: Path, files: list[Path], chun
     return len(new)
 
 
-def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
+def enroll_folder(settings: Settings, root: Path, skip_existing: bool, collection: str = "default") -> int:
     """One identity per sub-folder (its name is the folder name and external_id), through the
     same `Recognizer.enroll` that `POST /enroll` calls; several people at once, one per core."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
     from tqdm import tqdm
 
-    from service.app import build_recognizer
+    from service.app import build_collections
     from service.errors import Conflict
 
     people = sorted(p for p in root.iterdir() if p.is_dir())
     if not people:
         print(f"no sub-folders (one per person) in {root}", file=sys.stderr)
         return 2
-    recognizer = build_recognizer(settings)
+    collections = build_collections(settings)
+    recognizer = collections.recognizer(collection)
     todo: list[tuple[Path, list[Path]]] = []
     skipped = 0
     for person in people:
@@ -120,7 +121,7 @@ def enroll_folder(settings: Settings, root: Path, skip_existing: bool) -> int:
                 tqdm.write(f"{futures[future].name}: {exc.code}: {exc.message}")
             bar.set_postfix(people=enrolled, photos=photos, failed=failed)
     print(f"enrolled {enrolled} people from {photos} photos; {skipped + existing} already enrolled; {failed} failed")
-    recognizer.store.close()
+    collections.store.close()
     return 1 if failed and not (enrolled or existing or skipped) else 0
 
 
@@ -196,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     bulk = sub.add_parser("enroll-folder", help="enroll one identity per sub-folder of photos")
     bulk.add_argument("root", type=Path)
     bulk.add_argument("--skip-existing", action="store_true", help="skip folders already enrolled (by external_id)")
+    bulk.add_argument("--collection", default="default", help="the collection to enroll into (default: default)")
     add_keys_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -212,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "keys":
         return keys_command(settings, args)
     elif args.command == "enroll-folder":
-        return enroll_folder(settings, args.root, args.skip_existing)
+        return enroll_folder(settings, args.root, args.skip_existing, args.collection)
     return 0
 
 

@@ -9,13 +9,16 @@ from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 import anyio
-from fastapi import Depends, Request, UploadFile
+from fastapi import Depends, Path, Request, UploadFile
 
 from service.auth.authenticator import Authenticator
-from service.errors import ImageTooLarge, InvalidImage, InvalidInput
+from service.auth.principal import Principal
+from service.collections import DEFAULT, Collections
+from service.errors import ImageTooLarge, InvalidImage, InvalidInput, NotFound
 from service.metrics import Metrics
 from service.recognizer import Recognizer
 from service.settings import Settings
+from service.store.audit import AuditLog
 
 T = TypeVar("T")
 
@@ -23,7 +26,8 @@ T = TypeVar("T")
 @dataclass
 class Components:
     settings: Settings
-    recognizer: Recognizer
+    collections: Collections
+    audit: AuditLog
     metrics: Metrics
     # A fixed set of worker threads for inference and database work: it bounds concurrent
     # CPU/GPU work, and per-thread state (one YuNet instance per thread) is made once.
@@ -38,6 +42,33 @@ def get_components(request: Request) -> Components:
 
 
 ComponentsDep = Annotated[Components, Depends(get_components)]
+
+# A collection's name: lower-case letters, digits, '-' and '_', starting with a letter or digit.
+COLLECTION_NAME = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+def collection_in_path(
+    collection: Annotated[str, Path(pattern=COLLECTION_NAME, description="The collection's name.")],
+) -> str:
+    """Declares `{collection}` for the routes mounted under /collections/{collection}."""
+    return collection
+
+
+def get_recognizer(request: Request, components: ComponentsDep) -> Recognizer:
+    """The recognizer of the collection in the path, or of `default` on the routes without one.
+
+    A collection the caller's key may not see is 404 `not_found`, the same answer as one that does
+    not exist, so names leak nothing. Runs after the route's key dependency (declared first),
+    which leaves the caller in `request.state.principal`.
+    """
+    name = request.path_params.get("collection", DEFAULT)
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None or not principal.sees(name):
+        raise NotFound(f"collection {name!r} does not exist")
+    return components.collections.recognizer(name)
+
+
+RecognizerDep = Annotated[Recognizer, Depends(get_recognizer)]
 
 
 async def run_blocking(components: Components, fn: Callable[..., T], *args: object) -> T:

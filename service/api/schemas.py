@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from service.recognizer import Decision, EnrollResult, IdentifiedFace, IdentifyResult, VerifyResult
 from service.store import FaceRecord, IdentityRecord
+from service.store.audit import AuditEntry
 from service.vision.detect import Face
 
 Box = list[float]
@@ -26,6 +27,8 @@ def printable(value: str) -> str:
 
 
 Printable = AfterValidator(printable)
+# Ids are 64-bit: anything larger in a path or query is 422, never a database error.
+MAX_ID = 2**63 - 1
 
 
 class ErrorBody(BaseModel):
@@ -166,7 +169,8 @@ class IdentifyResponse(BaseModel):
     expected_fpir: float | None = Field(
         description="false-positive identification rate expected at this threshold and gallery size, when known"
     )
-    gallery_size: int
+    gallery_size: int = Field(description="faces in the collection's gallery")
+    collection: str = Field(description="the collection searched", examples=["default"])
     faces_detected: int = Field(description="faces found in the image")
     faces_omitted: int = Field(
         description="faces found but not searched: only the largest FACEID_MAX_FACES_PER_IMAGE are"
@@ -174,7 +178,7 @@ class IdentifyResponse(BaseModel):
     model: ModelPublic
 
     @classmethod
-    def of(cls, result: IdentifyResult, model: ModelPublic) -> IdentifyResponse:
+    def of(cls, result: IdentifyResult, model: ModelPublic, collection: str) -> IdentifyResponse:
         decision: Decision = result.decision
         return cls(
             faces=[IdentifiedFacePublic.of(f) for f in result.faces],
@@ -182,6 +186,7 @@ class IdentifyResponse(BaseModel):
             threshold_source=decision.source,
             expected_fpir=decision.expected_fpir,
             gallery_size=result.gallery_size,
+            collection=collection,
             faces_detected=result.faces_detected,
             faces_omitted=result.faces_detected - len(result.faces),
             model=model,
@@ -240,9 +245,10 @@ class ReadyResponse(BaseModel):
     database_error: str | None = Field(
         default=None, description="unavailable, query_failed or error; the detail is in the log"
     )
-    gallery_size: int
+    gallery_size: int = Field(description="faces in this process's galleries, all collections")
     gallery_device: str
     gallery_index: str
+    collections: int = Field(description="collections served by this process")
     searchable_faces_in_db: int | None
     faces_of_other_models: dict[str, int]
     in_sync: bool = Field(description="the gallery holds exactly the database's searchable faces")
@@ -251,3 +257,89 @@ class ReadyResponse(BaseModel):
         default=0, description="times this process found its gallery differing from the database and rebuilt it"
     )
     process: str = Field(description="host:pid of the process that answered (each holds its own gallery)")
+
+
+class CollectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$",
+        description="Lower-case letters, digits, '-' and '_'.",
+        examples=["front-door"],
+    )
+    target_fpir: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Share of strangers that may be matched to someone; the threshold follows the collection's "
+        "size to keep it. Default: FACEID_TARGET_FPIR.",
+    )
+    threshold: float | None = Field(
+        default=None, ge=-1, le=1, description="A fixed cosine threshold instead of the gallery-aware one."
+    )
+
+
+class ThresholdNow(BaseModel):
+    value: float = Field(description="the cosine threshold identify uses at the collection's size now")
+    source: str = Field(description="collection (fixed for it), fixed (setting), manifest, or gallery (FPIR target)")
+    expected_fpir: float | None
+
+
+class CollectionPublic(BaseModel):
+    name: str
+    model: str = Field(description="the embedding model (name@version) the collection is pinned to")
+    target_fpir: float | None
+    fixed_threshold: float | None
+    identities: int
+    faces: int = Field(description="faces in the database")
+    gallery_size: int = Field(description="faces searchable by this service")
+    threshold: ThresholdNow
+    created_at: datetime
+
+
+class CollectionList(BaseModel):
+    items: list[CollectionPublic]
+
+
+class AuditEntryPublic(BaseModel):
+    id: int
+    at: datetime
+    action: str
+    key_id: int | None
+    collection: str | None
+    identity_id: int | None
+    face_ids: list[int]
+    faces: int
+    client: str | None
+    request_id: str | None
+    status: int | None
+
+    @classmethod
+    def of(cls, entry: AuditEntry) -> AuditEntryPublic:
+        assert entry.id is not None
+        assert entry.at is not None
+        return cls(
+            id=entry.id,
+            at=entry.at,
+            action=entry.action,
+            key_id=entry.key_id,
+            collection=entry.collection,
+            identity_id=entry.identity_id,
+            face_ids=list(entry.face_ids),
+            faces=entry.faces,
+            client=entry.client,
+            request_id=entry.request_id,
+            status=entry.status,
+        )
+
+
+class AuditList(BaseModel):
+    items: list[AuditEntryPublic] = Field(description="newest first")
+    total: int
+
+
+class IdentityExport(BaseModel):
+    collection: str
+    identity: IdentityPublic
+    faces: list[FacePublic] = Field(description="metadata only: embeddings are never exported")
+    audit: list[AuditEntryPublic] = Field(description="every audit entry about this identity, newest first")

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import orl
-from tests.integration.server import Server
+from tests.integration.server import AUTH, Server
 
 CLIENTS = 4
 
@@ -30,7 +30,8 @@ def test_acknowledged_enrolls_survive_kill_9(db_url: str, tmp_path: Path) -> Non
             n += 1
             try:
                 r = httpx.post(
-                    server.url + "/enroll",
+                    headers=AUTH,
+                    url=server.url + "/enroll",
                     data={"name": name},
                     files=[("images", (f"{i}.pgm", orl(person, i), "image/x-portable-graymap")) for i in (1, 2, 3)],
                     timeout=30,
@@ -55,15 +56,15 @@ def test_acknowledged_enrolls_survive_kill_9(db_url: str, tmp_path: Path) -> Non
     assert failed, "no request was cut off by the kill"
 
     with server:  # same database, new process
-        ready = httpx.get(server.url + "/ready").json()
+        ready = httpx.get(headers=AUTH, url=server.url + "/ready").json()
         assert ready["ready"] and ready["in_sync"]
         assert ready["gallery_size"] == ready["searchable_faces_in_db"] >= 3 * len(acknowledged)
         for identity, name, faces in acknowledged:
-            r = httpx.get(f"{server.url}/identities/{identity}")
+            r = httpx.get(headers=AUTH, url=f"{server.url}/identities/{identity}")
             assert r.status_code == 200, (identity, name)
             assert r.json()["name"] == name and r.json()["faces"] == faces
-        total = httpx.get(server.url + "/identities", params={"limit": 1}).json()["total"]
+        total = httpx.get(headers=AUTH, url=server.url + "/identities", params={"limit": 1}).json()["total"]
         # Enrolls cut off by the kill are either wholly there or wholly absent.
         assert total >= len(acknowledged)
-        for item in httpx.get(server.url + "/identities", params={"limit": 1000}).json()["items"]:
+        for item in httpx.get(headers=AUTH, url=server.url + "/identities", params={"limit": 1000}).json()["items"]:
             assert item["faces"] == 3, item

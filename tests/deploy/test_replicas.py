@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import orl
-from tests.integration.server import Server
+from tests.integration.server import AUTH, Server
 from tests.integration.test_server import enroll, identify
 
 BOUND = 1.0  # seconds from a write's response on one replica to the other answering with it
@@ -59,7 +59,7 @@ def test_writes_on_one_replica_are_seen_by_the_other_within_the_bound(
     seen = within(BOUND, lambda: best(b.url, orl(5, 7)) == "s5")
 
     identity = created.json()["identity"]["id"]
-    assert httpx.delete(f"{b.url}/identities/{identity}").status_code == 204
+    assert httpx.delete(headers=AUTH, url=f"{b.url}/identities/{identity}").status_code == 204
     gone = within(BOUND, lambda: best(a.url, orl(5, 7)) is None)
     print(f"enroll on A seen by B after {seen:.3f} s; delete on B seen by A after {gone:.3f} s")
 
@@ -92,5 +92,5 @@ def test_writes_on_one_replica_are_seen_by_the_other_within_the_bound(
     assert codes == [201] * len(people)
     within(BOUND, lambda: best(a.url, orl(13, 6)) == "s13" and best(b.url, orl(12, 6)) == "s12")
     for server in (a, b):
-        ready = httpx.get(server.url + "/ready").json()
+        ready = httpx.get(headers=AUTH, url=server.url + "/ready").json()
         assert ready["in_sync"] and ready["gallery_size"] == ready["searchable_faces_in_db"] == 2 + len(people)

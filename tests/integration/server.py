@@ -19,6 +19,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+# Every test server registers this admin key (FACEID_ADMIN_KEY, as compose does); clients send AUTH.
+ADMIN_KEY = "test-admin-key-for-the-suite-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
 class Server:
     def __init__(self, database_url: str, log: Path, **env: str) -> None:
         self.port = free_port()
@@ -28,6 +33,8 @@ class Server:
             "FACEID_DATABASE_URL": database_url,
             "FACEID_PORT": str(self.port),
             "FACEID_PROVIDERS": "CPUExecutionProvider",
+            "FACEID_ADMIN_KEY": ADMIN_KEY,
+            "FACEID_ADMIN_KEY_FILE": str(log.with_suffix(".admin.key")),
             **env,
         }
         self.log = log

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.conftest import orl
-from tests.integration.server import Server
+from tests.integration.server import AUTH, Server
 
 SECONDS = float(os.environ.get("FACEID_TEST_CONCURRENCY_SECONDS", "60"))
 CLIENTS = 6
@@ -55,7 +55,7 @@ def multipart(field: str, photos: list[bytes]) -> list[tuple[str, tuple[str, byt
 def client_loop(urls: list[str], ledger: Ledger, seed: int, deadline: float) -> list[str]:
     rng = random.Random(seed)
     errors: list[str] = []
-    with httpx.Client(timeout=60) as http:
+    with httpx.Client(timeout=60, headers=AUTH) as http:
         while time.monotonic() < deadline:
             url = rng.choice(urls)
             with ledger.lock:
@@ -104,7 +104,7 @@ def processes(urls: list[str], want: int) -> dict[str, dict]:
     seen: dict[str, dict] = {}
     for _ in range(100):
         for url in urls:
-            body = httpx.get(url + "/ready", timeout=30).json()
+            body = httpx.get(headers=AUTH, url=url + "/ready", timeout=30).json()
             seen[body["process"]] = body
         if len(seen) >= want:
             break

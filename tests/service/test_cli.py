@@ -21,7 +21,7 @@ def test_enroll_folder_enrolls_each_person_once(tmp_path: Path, monkeypatch: pyt
     assert main(["enroll-folder", str(people)]) == 0
     assert main(["enroll-folder", str(people), "--skip-existing"]) == 0
     store = Store.from_url(f"sqlite:///{db}")
-    items, total = store.list_identities(limit=10, offset=0)
+    items, total = store.list_identities(store.get_collection("default").id, limit=10, offset=0)
     assert total == 2
     assert sorted((i.external_id, i.faces) for i in items) == [("s1", 3), ("s2", 3)]
     store.close()
@@ -53,7 +53,7 @@ def test_enroll_folder_writes_each_person_whole_and_reruns_converge(
     assert main(["enroll-folder", str(people)]) == 0  # a rerun: nothing new, nothing broken
     assert "enrolled 0 people from 0 photos; 1 already enrolled; 1 failed" in capsys.readouterr().out
     store = Store.from_url(f"sqlite:///{db}")
-    items, total = store.list_identities(limit=10, offset=0)
+    items, total = store.list_identities(store.get_collection("default").id, limit=10, offset=0)
     assert total == 1 and (items[0].external_id, items[0].faces) == ("s1", 2)
     assert store.count_faces_by_model() == {"sface@2021dec-int8bq": 2}
     store.close()

@@ -165,8 +165,11 @@ def test_synthetic_training_beats_untrained_exports_and_serves(
         embedder=str(model_dir / "manifest.json"),
         sync_interval=0,
         providers=["CPUExecutionProvider"],
+        admin_key_file=tmp_path / "admin.key",
     )
     with TestClient(create_app(settings)) as client:
+        # First start: the service made an admin key and wrote it to the key file, and only there.
+        client.headers["Authorization"] = "Bearer " + (tmp_path / "admin.key").read_text().strip()
         ids = {}
         for person in ENROLLED:
             photos = [("images", photo(person, i)) for i in (1, 2, 3)]

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from service.api.auth import MetricsKey
 from service.api.deps import ComponentsDep, run_db
 from service.api.routes.recognition import model_public
 from service.api.schemas import Health, ReadyResponse
@@ -32,12 +33,12 @@ async def health() -> Health:
     summary="Models loaded, database reachable, gallery in sync",
 )
 async def ready(components: ComponentsDep) -> JSONResponse:
-    recognizer = components.recognizer
+    collections = components.collections
     database_error = None
     try:
         # Applies pending changes first, so a write that just committed is not reported as drift,
-        # and rebuilds the gallery if it differs from the database.
-        status = await run_db(recognizer.check)
+        # and rebuilds the galleries if they differ from the database.
+        status = await run_db(collections.check)
         searchable: int | None = status.searchable_in_db
         others = status.other_models
         in_sync = status.in_sync
@@ -45,21 +46,22 @@ async def ready(components: ComponentsDep) -> JSONResponse:
     except Exception as exc:  # the database is down: say so in a word, log the detail
         log.warning("readiness: the database did not answer: %s", exc)
         database_error = database_error_code(exc)
-        searchable, others, in_sync, repairs = None, {}, False, recognizer.drift_repairs
-    size = recognizer.gallery.size
+        searchable, others, in_sync, repairs = None, {}, False, collections.drift_repairs
+    states = collections.all()
     body = ReadyResponse(
         ready=database_error is None and in_sync,
         model=model_public(components),
-        detector=recognizer.detector.name,
+        detector=collections.analyzer.detector.name,
         database="ok" if database_error is None else "unreachable",
         database_error=database_error,
-        gallery_size=size,
-        gallery_device=recognizer.gallery.device,
+        gallery_size=collections.size,
+        gallery_device=states[0].gallery.device if states else "cpu",
         gallery_index=components.settings.gallery_index,
+        collections=len(states),
         searchable_faces_in_db=searchable,
         faces_of_other_models=others,
         in_sync=in_sync,
-        gallery_fingerprint=list(recognizer.gallery.fingerprint()),
+        gallery_fingerprint=list(collections.fingerprint()),
         drift_repairs=repairs,
         process=PROCESS,
     )
@@ -76,6 +78,6 @@ def database_error_code(exc: Exception) -> str:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics(components: ComponentsDep) -> Response:
-    components.metrics.gallery_size.set(components.recognizer.gallery.size)
+async def metrics(_: MetricsKey, components: ComponentsDep) -> Response:
+    components.metrics.gallery_size.set(components.collections.size)
     return Response(components.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -1,4 +1,4 @@
-"""Enroll, identify, verify, detect."""
+"""Enroll, identify, verify, detect: in the collection of the path, or in `default`."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Response, UploadFile, status
 
-from service.api.deps import Components, ComponentsDep, read_upload, read_uploads, run_blocking
+from service.api.audit import AuditDep
+from service.api.auth import EnrollKey, IdentifyKey
+from service.api.deps import Components, ComponentsDep, RecognizerDep, read_upload, read_uploads, run_blocking
+from service.api.responses import AUTH, CONFLICT, IMAGES, NOT_FOUND
 from service.api.schemas import (
     DetectedFace,
     DetectResponse,
     EnrollResponse,
-    ErrorResponse,
     IdentifyResponse,
     ModelPublic,
     Printable,
@@ -22,18 +24,12 @@ from service.timing import Timings
 
 router = APIRouter(tags=["recognition"])
 
-ERRORS: dict[int | str, dict[str, object]] = {
-    413: {"model": ErrorResponse, "description": "An image over the byte or pixel limit."},
-    415: {"model": ErrorResponse, "description": "An image type that is not supported."},
-    422: {"model": ErrorResponse, "description": "Invalid request, unreadable image or no face."},
-}
-
 Name = Annotated[
     str, Printable, Form(min_length=1, max_length=200, description="Display name.", examples=["Ada Lovelace"])
 ]
 ExternalId = Annotated[
     Annotated[str, Printable] | None,
-    Form(min_length=1, max_length=200, description="Your own unique key for this person."),
+    Form(min_length=1, max_length=200, description="Your own unique key for this person (in this collection)."),
 ]
 Images = Annotated[list[UploadFile], File(description="One or more photos (repeat the field), at most 20.")]
 Threshold = Annotated[
@@ -42,7 +38,7 @@ Threshold = Annotated[
 
 
 def model_public(components: Components) -> ModelPublic:
-    embedder = components.recognizer.embedder
+    embedder = components.collections.analyzer.embedder
     return ModelPublic(
         name=embedder.manifest.name,
         version=embedder.manifest.version,
@@ -67,11 +63,18 @@ def clean_name(name: str) -> str:
     "/enroll",
     status_code=status.HTTP_201_CREATED,
     response_model=EnrollResponse,
-    responses={**ERRORS, 409: {"model": ErrorResponse, "description": "external_id already in use."}},
+    responses={**AUTH, **NOT_FOUND, **IMAGES, **CONFLICT},
     summary="Register a person from one or more photos",
 )
 async def enroll(
-    components: ComponentsDep, response: Response, name: Name, images: Images, external_id: ExternalId = None
+    _: EnrollKey,
+    recognizer: RecognizerDep,
+    components: ComponentsDep,
+    audit: AuditDep,
+    response: Response,
+    name: Name,
+    images: Images,
+    external_id: ExternalId = None,
 ) -> EnrollResponse:
     """Creates an identity from every image that yields a face. Per image the largest face is used; an
     image where a second face is at least half as large is rejected as `ambiguous_faces`. If no image
@@ -80,14 +83,28 @@ async def enroll(
     data = await read_uploads(images, components.settings)
     timings = Timings()
     result = await run_blocking(
-        components, lambda: components.recognizer.enroll(name, data, external_id=external_id, timings=timings)
+        components, lambda: recognizer.enroll(name, data, external_id=external_id, timings=timings)
     )
     finish(response, components, timings)
+    await audit.record(
+        "enroll",
+        collection=recognizer.collection.name,
+        identity_id=result.identity.id,
+        face_ids=[a.face_id for a in result.accepted],
+        status=201,
+    )
     return EnrollResponse.of(result)
 
 
-@router.post("/identify", response_model=IdentifyResponse, responses=ERRORS, summary="Who is in this photo, or unknown")
+@router.post(
+    "/identify",
+    response_model=IdentifyResponse,
+    responses={**AUTH, **NOT_FOUND, **IMAGES, **CONFLICT},
+    summary="Who is in this photo, or unknown",
+)
 async def identify(
+    _: IdentifyKey,
+    recognizer: RecognizerDep,
     components: ComponentsDep,
     response: Response,
     image: Annotated[UploadFile, File(description="The photo to search.")],
@@ -98,16 +115,22 @@ async def identify(
     candidate's cosine similarity reaches the threshold, otherwise `unknown` (open-set rejection)."""
     data = await read_upload(image, components.settings)
     timings = Timings()
-    recognizer = components.recognizer
     result = await run_blocking(
         components, lambda: recognizer.identify(data, top_k=top_k, threshold=threshold, timings=timings)
     )
     finish(response, components, timings)
-    return IdentifyResponse.of(result, model_public(components))
+    return IdentifyResponse.of(result, model_public(components), recognizer.collection.name)
 
 
-@router.post("/verify", response_model=VerifyResponse, responses=ERRORS, summary="Are these the same person (1:1)")
+@router.post(
+    "/verify",
+    response_model=VerifyResponse,
+    responses={**AUTH, **NOT_FOUND, **IMAGES, **CONFLICT},
+    summary="Are these the same person (1:1)",
+)
 async def verify(
+    _: IdentifyKey,
+    recognizer: RecognizerDep,
     components: ComponentsDep,
     response: Response,
     image_a: Annotated[UploadFile, File(description="First photo (its largest face is used).")],
@@ -115,6 +138,8 @@ async def verify(
     identity_id: Annotated[int | None, Form(ge=1, description="Compare with this enrolled identity.")] = None,
     threshold: Threshold = None,
 ) -> VerifyResponse:
+    """Against an identity, the closest of its faces counts, and the threshold is raised with its number
+    of faces so that the false-accept rate stays the single pair's."""
     if (image_b is None) == (identity_id is None):
         raise InvalidInput("give either image_b or identity_id, not both and not neither")
     data_a = await read_upload(image_a, components.settings, "image_a")
@@ -122,23 +147,28 @@ async def verify(
     timings = Timings()
     result = await run_blocking(
         components,
-        lambda: components.recognizer.verify(
-            data_a, data_b=data_b, identity_id=identity_id, threshold=threshold, timings=timings
-        ),
+        lambda: recognizer.verify(data_a, data_b=data_b, identity_id=identity_id, threshold=threshold, timings=timings),
     )
     finish(response, components, timings)
     return VerifyResponse.of(result)
 
 
-@router.post("/detect", response_model=DetectResponse, responses=ERRORS, summary="Faces, landmarks and scores")
+@router.post(
+    "/detect",
+    response_model=DetectResponse,
+    responses={**AUTH, **NOT_FOUND, **IMAGES},
+    summary="Faces, landmarks and scores",
+)
 async def detect(
+    _: IdentifyKey,
+    recognizer: RecognizerDep,
     components: ComponentsDep,
     response: Response,
     image: Annotated[UploadFile, File(description="The photo.")],
 ) -> DetectResponse:
     data = await read_upload(image, components.settings)
     timings = Timings()
-    faces, found, (width, height) = await run_blocking(components, lambda: components.recognizer.detect(data, timings))
+    faces, found, (width, height) = await run_blocking(components, lambda: recognizer.analyzer.detect(data, timings))
     finish(response, components, timings)
     return DetectResponse(
         faces=[DetectedFace.of(f) for f in faces],

@@ -90,7 +90,7 @@ def test_malformed_multipart_is_a_documented_4xx(small_limits: TestClient) -> No
 def test_ready_names_a_database_failure_without_its_details(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    recognizer = client.app.state.components.recognizer  # type: ignore[attr-defined]
+    recognizer = client.app.state.components.collections  # type: ignore[attr-defined]
 
     def down(*args: object, **kwargs: object) -> None:
         raise OperationalError("SELECT secret_table", {}, Exception('connection to "db.internal" port 5432 failed'))
@@ -116,9 +116,9 @@ def test_faces_per_image_are_capped_and_the_caller_told(tmp_path: Path) -> None:
 
 MEASURE = """
 import io, json, resource, sys
-from service.app import build_recognizer
+from service.app import build_collections
 from service.settings import Settings
-r = build_recognizer(Settings(database_url=sys.argv[1], sync_interval=0, providers=["CPUExecutionProvider"]))
+r = build_collections(Settings(database_url=sys.argv[1], sync_interval=0, providers=["CPUExecutionProvider"])).recognizer("default")
 png = open(sys.argv[2], "rb").read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 r.enroll("big", [png] * int(sys.argv[3]))

@@ -1,0 +1,135 @@
+"""Photo bytes -> faces with embeddings: detection, alignment and the embedder, shared by every collection.
+
+No database and no gallery here: `service.recognizer` decides what the faces mean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from service.errors import FaceIdError, InvalidInput, NoFace
+from service.store import NewFace
+from service.timing import Timings
+from service.vision.decode import DecodedImage
+from service.vision.detect import Detector, Face
+from service.vision.embed import Embedder
+from service.vision.pipeline import FacePipeline, enrollment_face
+
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class AnalysedFace:
+    box: Box
+    landmarks: NDArray[np.float32]
+    score: float
+    embedding: NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Rejection:
+    image: int
+    code: str
+    message: str
+
+
+def box_of(face: Face) -> Box:
+    x1, y1, x2, y2 = (round(float(v), 1) for v in face.box)
+    return (x1, y1, x2, y2)
+
+
+class FaceAnalyzer:
+    def __init__(
+        self,
+        *,
+        detector: Detector,
+        embedder: Embedder,
+        max_image_pixels: int,
+        ambiguous_ratio: float = 0.5,
+        detect_side: int = 640,
+        max_faces: int = 32,
+    ) -> None:
+        self.detector = detector
+        self.embedder = embedder
+        self.ambiguous_ratio = ambiguous_ratio
+        self.max_faces = max_faces
+        self.pipeline = FacePipeline(detector, max_image_pixels=max_image_pixels, detect_side=detect_side)
+        self.model_id = embedder.manifest.model_id
+
+    def _faces(self, data: bytes, timings: Timings) -> tuple[DecodedImage, list[Face]]:
+        return self.pipeline.find(data, timings)
+
+    def _embed(self, image_faces: Sequence[tuple[DecodedImage, Face]], timings: Timings) -> NDArray[np.float32]:
+        crops = self.pipeline.crops(image_faces, self.embedder.manifest.preprocess.size, timings)
+        with timings.stage("embed"):
+            return self.embedder.embed(crops)
+
+    def analyse(self, data: bytes, timings: Timings | None = None) -> tuple[list[AnalysedFace], int]:
+        """The image's faces, largest first, at most `max_faces` of them, each with its embedding (one
+        batch); and how many faces were found in all."""
+        timings = timings or Timings()
+        image, found = self._faces(data, timings)
+        faces = found[: self.max_faces]
+        embeddings = self._embed([(image, f) for f in faces], timings)
+        analysed = [AnalysedFace(box_of(f), f.landmarks, f.score, e) for f, e in zip(faces, embeddings, strict=True)]
+        return analysed, len(found)
+
+    def detect(self, data: bytes, timings: Timings | None = None) -> tuple[list[Face], int, tuple[int, int]]:
+        """The largest `max_faces` faces, largest first; how many were found; the image's (width, height)."""
+        image, found = self._faces(data, timings or Timings())
+        return found[: self.max_faces], len(found), image.size
+
+    def _enrollment_crops(
+        self, images: Sequence[bytes], timings: Timings
+    ) -> tuple[list[tuple[int, Face, str]], list[NDArray[np.uint8]], list[Rejection], list[FaceIdError]]:
+        """Per image, the labelled face and its aligned crop. Images are handled one at a time and
+        only the crop is kept, so a request holds one decoded image at a time, whatever its count."""
+        chosen: list[tuple[int, Face, str]] = []
+        crops: list[NDArray[np.uint8]] = []
+        rejected: list[Rejection] = []
+        errors: list[FaceIdError] = []
+        size = self.embedder.manifest.preprocess.size
+        for index, data in enumerate(images):
+            try:
+                image, faces = self._faces(data, timings)
+                largest = enrollment_face(faces, self.ambiguous_ratio)
+                crops.append(self.pipeline.crops([(image, largest)], size, timings)[0])
+                chosen.append((index, largest, hashlib.sha256(data).hexdigest()))
+            except FaceIdError as exc:
+                errors.append(exc)
+                rejected.append(Rejection(index, exc.code, exc.message))
+            image = None  # type: ignore[assignment]  # the decoded pixels go before the next image
+        return chosen, crops, rejected, errors
+
+    def new_faces(
+        self, images: Sequence[bytes], timings: Timings | None = None
+    ) -> tuple[list[tuple[int, Face]], list[NewFace], list[Rejection]]:
+        """Faces to store for one person's images, and the images rejected (with the reason).
+        Raises when no image gives a face."""
+        timings = timings or Timings()
+        if not images:
+            raise InvalidInput("at least one image is required")
+        chosen, crops, rejected, errors = self._enrollment_crops(images, timings)
+        if not chosen:
+            if len(errors) == 1:
+                raise errors[0]
+            raise NoFace("no image gave a usable face: " + "; ".join(f"image {r.image}: {r.code}" for r in rejected))
+        with timings.stage("embed"):
+            embeddings = self.embedder.embed(crops)
+        new = [
+            NewFace(embedding=e, model=self.model_id, box=box_of(face), score=face.score, image_sha256=sha)
+            for (_, face, sha), e in zip(chosen, embeddings, strict=True)
+        ]
+        return [(i, f) for i, f, _ in chosen], new, rejected
+
+    def largest(self, data: bytes, timings: Timings, label: str) -> AnalysedFace:
+        image, faces = self._faces(data, timings)
+        if not faces:
+            raise NoFace(f"no face was found in {label}")
+        embedding = self._embed([(image, faces[0])], timings)[0]
+        return AnalysedFace(box_of(faces[0]), faces[0].landmarks, faces[0].score, embedding)
