@@ -19,13 +19,41 @@ if TYPE_CHECKING:
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
 
 
+def prepare(settings: Settings) -> str:
+    """Before any worker starts: migrate (once, not in every worker at once) and settle the admin
+    key. Returns where the admin key is, in words, for the start-up banner."""
+    from service.auth.bootstrap import bootstrap_admin_key
+    from service.auth.keys import KeyStore
+    from service.store import Store
+    from service.store.migrate import upgrade, wait_for_database
+
+    store = Store.from_url(settings.database_url)
+    try:
+        wait_for_database(store.engine)
+        if settings.auto_migrate:
+            upgrade(store.engine)
+        result = bootstrap_admin_key(KeyStore(store), settings)
+    finally:
+        store.close()
+    if result.outcome == "disabled":
+        return "no key needed: FACEID_AUTH=false (local experiments only)"
+    if result.outcome == "created":
+        return f"a new admin key was written to {result.path} (mode 0600): export FACEID_API_KEY=$(cat {result.path})"
+    if result.outcome in ("registered", "known"):
+        where = result.path or "FACEID_ADMIN_KEY"
+        return f"the admin key is the one given in {where}"
+    if result.path is not None:
+        return f"the first admin key is in {result.path} (faceid keys list shows every key)"
+    return "keys exist already; faceid keys create makes another, faceid keys list shows them"
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    admin = prepare(settings)
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    print(f"faceid: serving on http://{shown}:{settings.port} (API docs at /docs); {admin}", flush=True)
     if settings.workers > 1:
-        if settings.auto_migrate:
-            # Once, here, before the workers start: they would otherwise all migrate at once.
-            migrate(settings)
         # Workers import the factory themselves and read the same FACEID_ environment.
         uvicorn.run(
             "service.app:create_app",
