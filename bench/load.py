@@ -267,6 +267,42 @@ def interleaved_ratio(
     }
 
 
+def auth_overhead(calls: int, rounds: int, log: Path) -> dict[str, Any]:
+    """What checking a key costs a request: two servers, one with keys (FACEID_AUTH=true) and one
+    without (FACEID_AUTH=false, loopback only), asked the same cheap question (GET /identities)
+    in alternating rounds, so both see the same load. Returns each side's p50 and their difference."""
+    key = secrets.token_hex(32)
+    with (
+        local_server(log, api_key=key) as with_auth,
+        local_server(log, env={"FACEID_AUTH": "false"}) as without_auth,
+    ):
+        samples: dict[str, list[float]] = {"with_auth": [], "without_auth": []}
+        sides: list[tuple[str, str, dict[str, str]]] = [
+            ("with_auth", with_auth, {"Authorization": f"Bearer {key}"}),
+            ("without_auth", without_auth, {}),
+        ]
+        with httpx.Client(timeout=30) as http:
+            for url in (with_auth, without_auth):  # warm both (and the key cache) before measuring
+                for _ in range(20):
+                    http.get(url + "/identities", params={"limit": 1}, headers=sides[0][2]).raise_for_status()
+            for _ in range(rounds):
+                for name, url, headers in sides:
+                    for _ in range(calls):
+                        start = time.perf_counter()
+                        http.get(url + "/identities", params={"limit": 1}, headers=headers).raise_for_status()
+                        samples[name].append((time.perf_counter() - start) * 1000)
+    p50 = {name: float(np.percentile(v, 50)) for name, v in samples.items()}
+    return {
+        "route": "GET /identities?limit=1",
+        "rounds": rounds,
+        "calls_per_round": calls,
+        "p50_ms_with_auth": round(p50["with_auth"], 3),
+        "p50_ms_without_auth": round(p50["without_auth"], 3),
+        "overhead_ms": round(p50["with_auth"] - p50["without_auth"], 3),
+        "target_ms": 1.0,
+    }
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--url", default="http://127.0.0.1:8000")
@@ -282,6 +318,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--rounds", type=int, default=0, help="interleaved bare/server rounds (>= 5 for a claim)")
     parser.add_argument("--round-calls", type=int, default=100, help="calls of each kind per round")
     parser.add_argument("--target", type=float, default=None, help="server/bare p50 ratio to judge, e.g. 1.15")
+    parser.add_argument(
+        "--auth-overhead",
+        type=int,
+        default=0,
+        metavar="CALLS",
+        help="also measure what checking a key costs: CALLS per round on servers with and without keys",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/out/load.json"))
     parser.add_argument("--plot", type=Path, default=None, help="histogram PNG (default: next to --out)")
     parser.add_argument("--publish", action="store_true", help="copy the JSON and PNG to bench/results/")
@@ -330,6 +373,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             results = run_all(url)
     else:
         results = run_all(args.url)
+    auth = auth_overhead(args.auth_overhead, 5, args.out.parent / "load-server.log") if args.auth_overhead else None
+    if auth:
+        print(json.dumps(auth), flush=True)
     for image in images:
         runs = {r["clients"]: r for r in results if r["image"] == image}
         if 1 in runs and len(runs) > 1:
@@ -341,6 +387,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         "machine": before,
         "load_average_after": machine()["load_average_1_5_15"],
         "interleaved": interleaved or None,
+        "auth_overhead": auth,
         "runs": results,
     }
     args.out.write_text(json.dumps(report, indent=1))
