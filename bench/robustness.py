@@ -649,9 +649,11 @@ def plot(report: dict[str, Any], path: Path) -> Path:
             ax.bar(x + i * width, [value(per[c]) for c in CONDITIONS], width, label=report["systems"][name]["name"])
         ax.set_xticks(x + width * (len(systems) - 1) / 2, CONDITIONS, rotation=35, ha="right", fontsize="small")
         ax.set_title(title, fontsize="small")
+        if title in ("detection recall", "rank-1"):
+            ax.set_ylim(0.8, 1.005)
         if "FPIR at" in title:
             ax.axhline(2 * TARGET_FPIR, color="black", linestyle="--", linewidth=1, label="2x target")
-        ax.legend(fontsize="x-small")
+            ax.legend(fontsize="x-small")
     fig.tight_layout()
     return save_figure(fig, path)
 
