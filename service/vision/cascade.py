@@ -3,9 +3,10 @@
 The first detector runs with a low score bar. Faces at or above `sure` are kept as
 they are; a face between `unsure` and `sure` (a masked or dark face, typically) is
 kept only when the second detector also finds a face there (IoU at least
-`agree_iou`). The second detector runs only on images that have such a face, so a
-photo of clear faces costs what the first detector costs, and a false detection
-needs both detectors to make the same mistake.
+`agree_iou`). When the first finds nothing at all down to `unsure`, the second
+detector's faces are taken (`fallback`: a mask can hide a face from RetinaFace
+entirely where YuNet still finds it). The second detector runs only on images with
+an unsure face or none, so a photo of clear faces costs what the first costs.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ class CascadeDetector:
         sure: float,
         unsure: float,
         agree_iou: float = 0.4,
+        fallback: bool = True,
         name: str | None = None,
     ) -> None:
         if not unsure <= sure:
@@ -42,6 +44,7 @@ class CascadeDetector:
         self.sure = sure
         self.unsure = unsure
         self.agree_iou = agree_iou
+        self.fallback = fallback
         self.name = name or f"{first.name}+{second.name}"
 
     def detect(self, image: NDArray[np.uint8]) -> list[Face]:
@@ -52,5 +55,7 @@ class CascadeDetector:
         if doubtful:
             others = self.second.detect(image)
             kept += [f for f in doubtful if any(iou(f.box, o.box) >= self.agree_iou for o in others)]
+        elif not found and self.fallback:
+            kept = self.second.detect(image)
         kept.sort(key=lambda f: f.area, reverse=True)
         return kept

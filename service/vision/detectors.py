@@ -1,8 +1,8 @@
 """The detector the service runs (`FACEID_DETECTOR`), built from the packaged, sha256-checked weights.
 
 - `retinaface`: RetinaFace-MobileNet0.25 (MIT), score 0.5;
-- `cascade`: RetinaFace down to 0.3, and a face between 0.3 and 0.5 kept only where
-  YuNet also finds one;
+- `cascade`: RetinaFace down to 0.3; a face between 0.3 and 0.5 is kept only where
+  YuNet also finds one, and where RetinaFace finds nothing YuNet's faces are taken;
 - `yunet`: YuNet 2023mar (MIT), score 0.6, the detector before issue 11.
 
 `bench.robustness` measured them against each other (README, Benchmarks).

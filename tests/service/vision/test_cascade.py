@@ -59,3 +59,13 @@ def test_iou() -> None:
     assert iou(a, a) == 1.0
     assert iou(a, np.array([5, 0, 15, 10], np.float32)) == pytest.approx(50 / 150)
     assert iou(a, np.array([20, 20, 30, 30], np.float32)) == 0.0
+
+
+def test_when_the_first_finds_nothing_the_second_is_taken(cascade: CascadeDetector) -> None:
+    # ORL s1/9 behind the suite's mask (seed key 0): RetinaFace finds nothing down to 0.3, YuNet finds it.
+    subject = robustness.orl_subject(1, 9, [build_detector("retinaface")])
+    probe = robustness.degrade(subject, "mask", 0)
+    assert cascade.first.detect(probe.image) == []
+    assert robustness.find(cascade, probe) is not None
+    strict = CascadeDetector(cascade.first, cascade.second, sure=0.5, unsure=0.3, fallback=False)
+    assert robustness.find(strict, probe) is None
