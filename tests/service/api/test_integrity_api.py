@@ -150,3 +150,29 @@ def test_an_enroll_of_many_large_images_holds_one_decoded_image_at_a_time(tmp_pa
     # 12 images held at once would add 11 x 28 MB = 311 MB; one at a time adds little.
     assert peaks[12] - peaks[1] < 3 * one_image_mb, peaks
     assert np.isfinite(peaks[1])
+
+
+REVIEW = Path(__file__).resolve().parents[2] / "fixtures" / "review"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in REVIEW.iterdir() if p.suffix in (".jpg", ".bin")))
+def test_a_file_that_crashed_the_decoder_is_a_4xx_and_rejects_only_itself_in_an_enroll(
+    tmp_path: Path, name: str
+) -> None:
+    with make_client(f"sqlite:///{tmp_path / 'r.db'}") as client:
+        check_review_file(client, name)
+
+
+def check_review_file(small_limits: TestClient, name: str) -> None:
+    bad = (REVIEW / name).read_bytes()
+    for route, field in (("/detect", "image"), ("/identify", "image")):
+        r = small_limits.post(route, files=files(field, bad))
+        assert r.status_code in (200, 422), (route, r.status_code, r.text)
+    r = small_limits.post("/enroll", data={"name": f"with {name}"}, files=files("images", orl(7, 1), bad))
+    assert r.status_code == 201, r.text  # one bad file no longer fails the whole enroll
+    accepted = [a["image"] for a in r.json()["accepted"]]
+    rejected = {x["image"]: x["code"] for x in r.json()["rejected"]}
+    assert accepted[0] == 0 and sorted(accepted + list(rejected)) == [0, 1]
+    assert set(rejected.values()) <= {"invalid_image", "no_face", "ambiguous_faces"}
+    if name == "obama_mpf.jpg":  # a JPEG carrying a second picture is still a photo
+        assert accepted == [0, 1]
