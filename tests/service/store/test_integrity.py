@@ -183,3 +183,21 @@ def test_several_processes_migrating_a_fresh_sqlite_file_at_once(tmp_path: Path)
     with store.engine.connect() as conn:
         head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
         assert conn.scalar(text("SELECT version_num FROM alembic_version")) == head
+
+
+def test_audit_entries_past_their_retention_are_pruned(store: Store) -> None:
+    from datetime import timedelta
+
+    from service.store.audit import AuditEntry, AuditLog, AuditQuery
+    from service.store.tables import AuditRow, utcnow
+
+    audit = AuditLog(store)
+    audit.append(AuditEntry("enroll", collection="default", identity_id=1, face_ids=(1, 2)))
+    audit.append(AuditEntry("delete_identity", collection="default", identity_id=1, face_ids=(1, 2)))
+    with store.engine.begin() as conn:
+        conn.execute(
+            AuditRow.__table__.update().where(AuditRow.action == "enroll").values(at=utcnow() - timedelta(days=400))
+        )
+    assert audit.prune(365) == 1
+    entries, total = audit.query(AuditQuery(identity_id=1), limit=10, offset=0)
+    assert total == 1 and entries[0].action == "delete_identity" and entries[0].face_ids == (1, 2)
