@@ -17,6 +17,9 @@ each C bare-pipeline calls then C one-client server calls on the first image,
 interleaved so that both see the same machine load. It reports the ratio of medians per
 round, their median and spread (min, max), and calls `--target` met only when the whole
 spread is at or below it ("not met" when it is all above, else "undecided").
+`--round-clients N` adds, in each round, C calls from N concurrent clients, and judges
+their throughput over the round's one-client throughput against `--throughput-target`
+the same way (met only when every round reaches it).
 """
 
 from __future__ import annotations
@@ -212,10 +215,13 @@ def bare_pipeline_ms(images: dict[str, bytes], repeat: int) -> dict[str, float]:
     return out
 
 
-def judge(ratios: list[float], target: float | None) -> str | None:
-    """A ratio target is met only when every round's ratio is at or below it."""
+def judge(ratios: list[float], target: float | None, *, at_least: bool = False) -> str | None:
+    """A ratio target is met only when every round's ratio is on its side: at or below it, or
+    with `at_least` at or above it."""
     if target is None:
         return None
+    if at_least:
+        return "met" if min(ratios) >= target else "not met" if max(ratios) < target else "undecided"
     return "met" if max(ratios) <= target else "not met" if min(ratios) > target else "undecided"
 
 
@@ -227,8 +233,11 @@ def interleaved_ratio(
     target: float | None,
     warmup: int = 3,
     headers: dict[str, str] | None = None,
+    concurrent: int = 0,
+    throughput_target: float | None = None,
 ) -> dict[str, Any]:
-    """Server p50 over bare-pipeline p50, round by round, the two interleaved."""
+    """Server p50 over bare-pipeline p50, round by round, the two interleaved; with `concurrent`
+    clients also each round's throughput with them over the one-client throughput."""
     from bench.common import load_average
     from bench.pipeline import build_pipelines
     from service.settings import Settings
@@ -246,16 +255,36 @@ def interleaved_ratio(
                 t0 = time.perf_counter()
                 service.run(image)
                 bare.append((time.perf_counter() - t0) * 1000)
+            started = time.perf_counter()
             for _ in range(calls):
                 t0 = time.perf_counter()
                 client.post("/identify", files=files).raise_for_status()
                 served.append((time.perf_counter() - t0) * 1000)
+            one_client_rps = calls / (time.perf_counter() - started)
             b, s = statistics.median(bare), statistics.median(served)
-            per_round.append({"bare_p50_ms": round(b, 2), "server_p50_ms": round(s, 2), "ratio": round(s / b, 3)})
+            row = {"bare_p50_ms": round(b, 2), "server_p50_ms": round(s, 2), "ratio": round(s / b, 3)}
+            if concurrent:
+                many = asyncio.run(run_load(url, "identify", image, concurrent, calls, 1e9, 0, headers))
+                row |= {
+                    "one_client_rps": round(one_client_rps, 2),
+                    f"{concurrent}_clients_rps": many["throughput_rps"],
+                    "throughput_ratio": round(many["throughput_rps"] / one_client_rps, 3),
+                }
+            per_round.append(row)
             print(json.dumps(per_round[-1] | {"load": load_average()}), flush=True)
     ratios = [r["ratio"] for r in per_round]
     spread = [min(ratios), max(ratios)]
-    return {
+    throughput: dict[str, Any] = {}
+    if concurrent:
+        gains = [r["throughput_ratio"] for r in per_round]
+        throughput = {
+            "clients": concurrent,
+            "throughput_ratio_median": round(statistics.median(gains), 3),
+            "throughput_ratio_spread": [min(gains), max(gains)],
+            "throughput_target": throughput_target,
+            "throughput_verdict": judge(gains, throughput_target, at_least=True),
+        }
+    return throughput | {
         "rounds": rounds,
         "calls_per_round": calls,
         "ratio_median": round(statistics.median(ratios), 3),
@@ -318,6 +347,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--rounds", type=int, default=0, help="interleaved bare/server rounds (>= 5 for a claim)")
     parser.add_argument("--round-calls", type=int, default=100, help="calls of each kind per round")
     parser.add_argument("--target", type=float, default=None, help="server/bare p50 ratio to judge, e.g. 1.15")
+    parser.add_argument("--round-clients", type=int, default=0, help="also N-client throughput in each round")
+    parser.add_argument("--throughput-target", type=float, default=None, help="N-client over 1-client, e.g. 1.7")
     parser.add_argument(
         "--auth-overhead",
         type=int,
@@ -349,7 +380,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         if args.rounds and args.endpoint == "identify":
             interleaved.update(
                 interleaved_ratio(
-                    url, images[paths[0].name], args.rounds, args.round_calls, args.target, headers=headers
+                    url,
+                    images[paths[0].name],
+                    args.rounds,
+                    args.round_calls,
+                    args.target,
+                    headers=headers,
+                    concurrent=args.round_clients,
+                    throughput_target=args.throughput_target,
                 )
                 | {"image": paths[0].name}
             )

@@ -14,14 +14,20 @@ def test_a_target_is_met_only_when_the_whole_spread_is_clear_of_it() -> None:
     assert load.judge([1.08, 1.34, 1.34], 1.15) == "undecided"
     assert load.judge([1.2, 1.3], 1.15) == "not met"
     assert load.judge([1.2], None) is None
+    assert load.judge([1.72, 1.8], 1.7, at_least=True) == "met"
+    assert load.judge([1.66, 1.75], 1.7, at_least=True) == "undecided"
+    assert load.judge([0.8, 1.1], 1.7, at_least=True) == "not met"
 
 
 def test_interleaved_rounds_against_a_server_it_starts(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
     argv = ["--server", "--image", str(FACE_640), "--clients", "1", "--requests", "2", "--out", str(out)]
-    load.main([*argv, "--baseline", "--rounds", "2", "--round-calls", "3", "--target", "50"])
+    rounds = ["--baseline", "--rounds", "2", "--round-calls", "3", "--target", "50"]
+    load.main([*argv, *rounds, "--round-clients", "2", "--throughput-target", "0.05"])
     report = json.loads(out.read_text())["interleaved"]
     assert report["rounds"] == 2 and len(report["per_round"]) == 2
     assert all(r["bare_p50_ms"] > 0 and r["server_p50_ms"] > 0 for r in report["per_round"])
     assert report["ratio_spread"][0] <= report["ratio_median"] <= report["ratio_spread"][1]
     assert report["verdict"] == "met"  # HTTP and the database do not cost 50x the pipeline
+    assert all(r["2_clients_rps"] > 0 and r["one_client_rps"] > 0 for r in report["per_round"])
+    assert report["throughput_verdict"] == "met"  # two clients get at least 5% of one client's throughput
