@@ -31,7 +31,9 @@ recognizer running unchanged):
 - today: `policy.threshold(gallery_size) -> (value, expected_fpir, source)`;
 - new: `policy.choose(gallery_size, self_tail) -> ThresholdChoice`, where `self_tail`
   is `SelfCalibration.tail()` of the collection's gallery (`service.calibration`), or
-  None when self-calibration is off (setting) or not kept. `ThresholdChoice.public()`
+  None when self-calibration is off (setting) or not kept. Call `policy.prepare(tail)`
+  where the tail is made (off the request path): a new tail costs a pooled model (~0.1-1 s)
+  and `choose` then only looks it up. `ThresholdChoice.public()`
   is the JSON for `/identify` and `GET /collections/{name}`: threshold, expected_fpir,
   fpir_interval, threshold_source ("gallery" or "gallery-self"), pairs, extrapolated.
 """
@@ -447,6 +449,11 @@ class GalleryAwareThreshold:
             pooled = ImpostorModel(self.tail, self.synthetic, self.real + self_tail.counts, confidence=self.confidence)
             self._pooled = (self_tail, pooled)
         return self._pooled[1], "gallery-self", pairs
+
+    def prepare(self, self_tail: SelfTail | None) -> None:
+        """Build the pooled model for a new self tail now (off the request path: it takes ~0.1-1 s),
+        so that `choose` with the same tail only looks it up."""
+        self.model_for(self_tail)
 
     def choose(self, gallery_size: int, self_tail: SelfTail | None = None) -> ThresholdChoice:
         n = max(1, gallery_size)
