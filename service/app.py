@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import Components, collection_in_path
 from service.api.errors import BodyTooLarge, error_response, install_error_handlers
+from service.api.openapi import install_openapi
 from service.api.routes import audit, health, identities, keys, recognition
 from service.api.routes import collections as collection_routes
 from service.auth.authenticator import Authenticator
@@ -57,7 +58,9 @@ def threshold_policy(
         return FixedThreshold(settings.threshold, "fixed")
     if manifest.impostors is not None:
         target = collection.target_fpir if collection is not None and collection.target_fpir else settings.target_fpir
-        return GalleryAwareThreshold(manifest.impostors, target, manifest.threshold.cosine)
+        return GalleryAwareThreshold(
+            manifest.impostors, target, manifest.threshold.cosine, self_calibration=settings.self_calibration
+        )
     log.warning("%s has no impostor record in its manifest: using its fixed threshold", manifest.model_id)
     return FixedThreshold(manifest.threshold.cosine, "manifest")
 
@@ -89,6 +92,7 @@ def build_collections(settings: Settings) -> Collections:
         ambiguous_ratio=settings.ambiguous_ratio,
         detect_side=settings.detect_max_side,
         max_faces=settings.max_faces_per_image,
+        min_face=settings.min_face_size,
     )
 
     def new_gallery() -> FaissGallery:
@@ -105,6 +109,7 @@ def build_collections(settings: Settings) -> Collections:
         analyzer=analyzer,
         new_gallery=new_gallery,
         policy=lambda record: threshold_policy(settings, manifest, record),
+        self_calibration=settings.self_calibration,
     )
     store.ensure_collection(DEFAULT, manifest.model_id)
     collections.rebuild()
@@ -260,6 +265,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         responses={500: {"description": "Internal error (JSON error body)."}},
     )
     install_error_handlers(app)
+    install_openapi(app, max_images=settings.max_images_per_request)
     # The recognition and identity routes work in a collection; at the root they serve `default`,
     # so clients written before collections existed keep working.
     in_collection = {"prefix": "/collections/{collection}", "dependencies": [Depends(collection_in_path)]}
@@ -299,6 +305,7 @@ async def _follow_changes(collections: Collections, interval: float, check_every
         check = check_every > 0 and time.monotonic() - last_check >= check_every
         try:
             await anyio.to_thread.run_sync(collections.check if check else collections.sync)
+            await anyio.to_thread.run_sync(collections.recalibrate)
             if check:
                 last_check = time.monotonic()
         except Exception as exc:  # the database may be briefly away; keep following from where we are

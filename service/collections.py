@@ -14,18 +14,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from service.calibration import SelfCalibration
 from service.errors import FaceIdError, NotFound
 from service.faces import FaceAnalyzer
 from service.gallery import Gallery
 from service.recognizer import Recognizer
 from service.store import CollectionRecord, Store
 from service.store.repository import FaceChange
-from service.threshold import ThresholdPolicy
+from service.threshold import GalleryAwareThreshold, SelfTail, ThresholdPolicy
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +39,23 @@ class ModelMismatch(FaceIdError):
     status = 409
 
 
+# At a rebuild, at most this many of a collection's faces (a uniform sample) feed its
+# self-calibration: comparing each with up to 2,000 others is cheap for 20,000, not for 1M.
+CALIBRATION_SAMPLE = 20_000
+# A new self tail is published at most this often (it costs ~0.3 s to prepare), off the request path.
+RECALIBRATE_EVERY = 5.0
+
+
 @dataclass
 class CollectionState:
     record: CollectionRecord
     gallery: Gallery
     threshold: ThresholdPolicy
+    # The gallery's own between-identity impostor pairs (service.calibration), kept as it
+    # changes; `self_tail` is the snapshot the threshold uses, published off the request path.
+    calibration: SelfCalibration | None = None
+    self_tail: SelfTail | None = None
+    stale: bool = False  # the calibration changed since `self_tail` was published
 
 
 @dataclass
@@ -65,16 +79,19 @@ class Collections:
         analyzer: FaceAnalyzer,
         new_gallery: Callable[[], Gallery],
         policy: Callable[[CollectionRecord], ThresholdPolicy],
+        self_calibration: bool = True,
     ) -> None:
         self.store = store
         self.analyzer = analyzer
         self.model_id = analyzer.model_id
         self._new_gallery = new_gallery
         self._policy = policy
+        self._self_calibration = self_calibration
         self._states: dict[int, CollectionState] = {}
         self._lock = threading.RLock()  # guards _states, _seq and the galleries' contents as a whole
         self._seq = 0
         self.drift_repairs = 0
+        self._last_calibration = 0.0
 
     # --- which collections there are ------------------------------------------------
 
@@ -123,9 +140,41 @@ class Collections:
             for cid, record in records.items():
                 state = self._states.get(cid)
                 if state is None:
-                    self._states[cid] = CollectionState(record, self._new_gallery(), self._policy(record))
+                    self._states[cid] = self._new_state(record, self._new_gallery())
                 elif state.record != record:
                     state.record, state.threshold = record, self._policy(record)
+                    if isinstance(state.threshold, GalleryAwareThreshold):
+                        state.threshold.prepare(state.self_tail)
+
+    def _new_state(self, record: CollectionRecord, gallery: Gallery) -> CollectionState:
+        policy = self._policy(record)
+        # Only a threshold that follows an FPIR target has a use for the gallery's own pairs.
+        calibration = (
+            SelfCalibration() if self._self_calibration and isinstance(policy, GalleryAwareThreshold) else None
+        )
+        return CollectionState(record, gallery, policy, calibration)
+
+    # --- self-calibration ---------------------------------------------------------------
+
+    def recalibrate(self, force: bool = False) -> int:
+        """Publish a new self tail for every collection whose gallery changed, at most every
+        RECALIBRATE_EVERY seconds (or now, with `force`). Runs off the request path (the change
+        follower, start-up); returns how many collections got a new tail."""
+        if not force and time.monotonic() - self._last_calibration < RECALIBRATE_EVERY:
+            return 0
+        self._last_calibration = time.monotonic()
+        done = 0
+        for state in list(self._states.values()):
+            if state.calibration is None or not state.stale:
+                continue
+            with self._lock:
+                tail = state.calibration.tail()
+                state.stale = False
+            if isinstance(state.threshold, GalleryAwareThreshold):
+                state.threshold.prepare(tail)  # the expensive part, outside the lock
+            state.self_tail = tail
+            done += 1
+        return done
 
     # --- galleries <- database ---------------------------------------------------------
 
@@ -170,19 +219,34 @@ class Collections:
                 log.info("gallery: %d / %d faces loaded", loaded, total)
         if bar is not None:
             bar.close()
+        states = {
+            cid: self._new_state(record, fresh.get(cid) or self._new_gallery()) for cid, record in records.items()
+        }
+        for cid, state in states.items():
+            if state.calibration is not None and cid in fresh:
+                self._calibrate_from(state, cid)
         with self._lock:
-            self._states = {
-                cid: CollectionState(record, fresh.get(cid) or self._new_gallery(), self._policy(record))
-                for cid, record in records.items()
-            }
+            self._states = states
             self._seq = seq
         self.sync()
+        self.recalibrate(force=True)
         log.info(
             "galleries ready: %d faces of %s in %d collections",
             sum(s.gallery.size for s in self._states.values()),
             self.model_id,
             len(self._states),
         )
+
+    def _calibrate_from(self, state: CollectionState, cid: int) -> None:
+        """Feed a rebuilt collection's calibration with a uniform sample of its faces."""
+        assert state.calibration is not None
+        rng = np.random.default_rng(cid)
+        size = state.gallery.size
+        keep = min(1.0, CALIBRATION_SAMPLE / max(size, 1))
+        for ids, owners, _, vectors in self.store.iter_embeddings(self.model_id, collection_id=cid):
+            mask = rng.random(len(ids)) < keep if keep < 1.0 else np.ones(len(ids), bool)
+            state.calibration.add(ids[mask], owners[mask], vectors[mask])
+        state.stale = True
 
     def sync(self) -> int:
         """Apply the database's change log, in order, from the last applied entry; returns entries applied.
@@ -209,13 +273,21 @@ class Collections:
                             for cid in np.unique(collections).tolist():
                                 if cid in self._states:
                                     mask = collections == cid
-                                    self._states[cid].gallery.add(ids[mask], owners[mask], vectors[mask])
+                                    state = self._states[cid]
+                                    state.gallery.add(ids[mask], owners[mask], vectors[mask])
+                                    if state.calibration is not None:
+                                        state.calibration.add(ids[mask], owners[mask], vectors[mask])
+                                        state.stale = True
                     elif mine:
                         by_collection: dict[int, list[int]] = {}
                         for c in mine:
                             by_collection.setdefault(c.collection_id, []).append(c.face_id)
                         for cid, face_ids in by_collection.items():
-                            self._states[cid].gallery.remove(np.array(face_ids, dtype=np.int64))
+                            state = self._states[cid]
+                            state.gallery.remove(np.array(face_ids, dtype=np.int64))
+                            if state.calibration is not None:
+                                state.calibration.remove_faces(face_ids)
+                                state.stale = True
                     self._seq = run[-1].seq
                     applied += len(run)
 
@@ -236,6 +308,7 @@ class Collections:
                 mine = {cid: s.gallery.fingerprint() for cid, s in self._states.items() if s.gallery.size}
             theirs = {cid: (f.faces, f.face_id_sum, f.identity_id_sum) for cid, f in db.items()}
             if mine == theirs:
+                self.recalibrate()
                 return self._status(sum(f[0] for f in theirs.values()), in_sync=True)
             log.error(
                 "the galleries (%d faces) differ from the database (%d faces) at change %d: rebuilding",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from service.errors import InvalidInput, NoFace
 from service.faces import Box, FaceAnalyzer, Rejection
 from service.store import CollectionRecord, CollectionStore, FaceRecord, IdentityRecord
+from service.threshold import ThresholdChoice
 from service.timing import Timings
 from service.vision.detect import Face
 
@@ -69,7 +70,10 @@ class IdentifiedFace:
 class Decision:
     threshold: float
     expected_fpir: float | None
-    source: str  # "request", "fixed", "collection", "manifest" or "gallery"
+    source: str  # "request", "fixed", "collection", "manifest", "gallery" or "gallery-self"
+    fpir_interval: tuple[float, float] | None = None  # one-sided 95% bounds on the expected FPIR
+    pairs: dict[str, int] = field(default_factory=dict)  # the impostor pairs it rests on, by origin
+    extrapolated: bool = False  # beyond every measured pair: the fitted tail alone decided
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,17 @@ class VerifyResult:
     threshold: float
     box_a: Box
     box_b: Box | None
+
+
+def decision_of(choice: ThresholdChoice) -> Decision:
+    return Decision(
+        threshold=choice.value,
+        expected_fpir=choice.expected_fpir,
+        source=choice.source,
+        fpir_interval=choice.fpir_interval,
+        pairs=dict(choice.pairs),
+        extrapolated=choice.extrapolated,
+    )
 
 
 class Recognizer:
@@ -153,8 +168,7 @@ class Recognizer:
     def decision(self, threshold: float | None, gallery_size: int) -> Decision:
         if threshold is not None:
             return Decision(threshold, None, "request")
-        value, fpir, source = self._state.threshold.threshold(gallery_size)
-        return Decision(value, fpir, source)
+        return decision_of(self._state.threshold.choose(gallery_size, self._state.self_tail))
 
     def identify(
         self, data: bytes, *, top_k: int = 5, threshold: float | None = None, timings: Timings | None = None

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
         description="Share of never-enrolled people that may be matched to someone (false-positive identification "
         "rate); the threshold follows the gallery size to keep it.",
     )
+    self_calibration: bool = Field(
+        default=True,
+        description="Pool each collection's own between-identity scores with the model's impostor record once it "
+        "has 10 identities (45 pairs of people); off: the record alone.",
+    )
     gallery_index: Literal["flat", "flat_fp16", "hnsw"] = "flat"
     gallery_threads: int = Field(
         default=1,

@@ -27,6 +27,13 @@ def printable(value: str) -> str:
 
 
 Printable = AfterValidator(printable)
+
+
+def _sig(value: float | None) -> float | None:
+    """A rate to three significant figures."""
+    return None if value is None else float(f"{value:.3g}")
+
+
 # Ids are 64-bit: anything larger in a path or query is 422, never a database error.
 MAX_ID = 2**63 - 1
 
@@ -169,6 +176,17 @@ class IdentifyResponse(BaseModel):
     expected_fpir: float | None = Field(
         description="false-positive identification rate expected at this threshold and gallery size, when known"
     )
+    fpir_interval: list[float] | None = Field(
+        default=None, description="one-sided 95% bounds on expected_fpir, from the impostor pairs it rests on"
+    )
+    threshold_pairs: dict[str, int] = Field(
+        default_factory=dict,
+        description="impostor pairs the threshold rests on: the model record's real and synthetic pairs, and with "
+        "self-calibration the gallery's own between-identity pairs",
+    )
+    extrapolated: bool = Field(
+        default=False, description="the threshold lies beyond every measured impostor pair: the fitted tail decided"
+    )
     gallery_size: int = Field(description="faces in the collection's gallery")
     collection: str = Field(description="the collection searched", examples=["default"])
     faces_detected: int = Field(description="faces found in the image")
@@ -184,7 +202,10 @@ class IdentifyResponse(BaseModel):
             faces=[IdentifiedFacePublic.of(f) for f in result.faces],
             threshold=round(decision.threshold, 5),
             threshold_source=decision.source,
-            expected_fpir=decision.expected_fpir,
+            expected_fpir=_sig(decision.expected_fpir),
+            fpir_interval=[float(f"{v:.3g}") for v in decision.fpir_interval] if decision.fpir_interval else None,
+            threshold_pairs=decision.pairs,
+            extrapolated=decision.extrapolated,
             gallery_size=result.gallery_size,
             collection=collection,
             faces_detected=result.faces_detected,
@@ -281,8 +302,14 @@ class CollectionCreate(BaseModel):
 
 class ThresholdNow(BaseModel):
     value: float = Field(description="the cosine threshold identify uses at the collection's size now")
-    source: str = Field(description="collection (fixed for it), fixed (setting), manifest, or gallery (FPIR target)")
+    source: str = Field(
+        description="collection (fixed for it), fixed (setting), manifest, gallery (FPIR target, the model's "
+        "record) or gallery-self (the record pooled with the gallery's own between-identity pairs)"
+    )
     expected_fpir: float | None
+    fpir_interval: list[float] | None = Field(default=None, description="one-sided 95% bounds on expected_fpir")
+    pairs: dict[str, int] = Field(default_factory=dict, description="impostor pairs the threshold rests on")
+    extrapolated: bool = False
 
 
 class CollectionPublic(BaseModel):

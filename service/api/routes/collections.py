@@ -23,7 +23,7 @@ CollectionName = Annotated[str, Path(pattern=COLLECTION_NAME, description="The c
 def public(state: CollectionState, counts: dict[int, tuple[int, int]]) -> CollectionPublic:
     record = state.record
     size = state.gallery.size
-    value, fpir, source = state.threshold.threshold(size)
+    choice = state.threshold.choose(size, state.self_tail).public()
     people, faces = counts.get(record.id, (0, 0))
     return CollectionPublic(
         name=record.name,
@@ -33,7 +33,14 @@ def public(state: CollectionState, counts: dict[int, tuple[int, int]]) -> Collec
         identities=people,
         faces=faces,
         gallery_size=size,
-        threshold=ThresholdNow(value=round(value, 5), source=source, expected_fpir=fpir),
+        threshold=ThresholdNow(
+            value=choice["threshold"],
+            source=choice["threshold_source"],
+            expected_fpir=choice["expected_fpir"],
+            fpir_interval=choice["fpir_interval"],
+            pairs=choice["pairs"],
+            extrapolated=choice["extrapolated"],
+        ),
         created_at=record.created_at,
     )
 

@@ -118,3 +118,26 @@ def test_a_deleted_identity_leaves_no_embedding_bytes_in_the_sqlite_files(tmp_pa
 @pytest.mark.parametrize("bad", ["/identities/9223372036854775808", "/identities/0", "/identities?offset=-1"])
 def test_ids_past_int64_are_422_not_500(client: TestClient, bad: str) -> None:
     assert client.get(bad).status_code == 422
+
+
+def test_a_gallery_of_ten_real_people_calibrates_its_own_threshold(tmp_path: Path) -> None:
+    """Once a collection holds 10 identities (45 pairs of people), their between-identity scores are
+    pooled with the model's record; the source says so, the held-out strangers stay unknown, and a
+    setting turns it off."""
+    url = f"sqlite:///{tmp_path / 'self.db'}"
+    with make_client(url) as client:
+        for person in range(1, 11):
+            enroll(client, "", f"s{person}", *(orl(person, i) for i in (1, 2, 3)))
+    with make_client(url) as client:  # a restart rebuilds the galleries and publishes their own tail
+        body = client.post("/identify", files=files("image", orl(1, 7))).json()
+        assert body["threshold_source"] == "gallery-self", body
+        assert body["threshold_pairs"]["gallery_identity_pairs"] == 45 and body["threshold_pairs"]["gallery"] > 0
+        low, high = body["fpir_interval"]
+        assert low <= body["expected_fpir"] <= high
+        assert body["faces"][0]["decision"] == "match" and body["faces"][0]["identity"]["name"] == "s1"
+        for stranger in range(11, 21):  # held out from every calibration
+            face = client.post("/identify", files=files("image", orl(stranger, 1))).json()["faces"][0]
+            assert face["decision"] == "unknown", (stranger, face["similarity"])
+        assert client.get("/collections/default").json()["threshold"]["source"] == "gallery-self"
+    with make_client(url, self_calibration=False) as client:
+        assert client.post("/identify", files=files("image", orl(1, 7))).json()["threshold_source"] == "gallery"
