@@ -62,6 +62,13 @@ class ImageTooLarge(FaceIdError):
     status = 413
 
 
+class ImageTooSmall(FaceIdError):
+    """Smaller than the smallest face detection keeps (FACEID_MIN_FACE_SIZE) on either side."""
+
+    code = "image_too_small"
+    status = 422
+
+
 class NoFace(FaceIdError):
     code = "no_face"
     status = 422
@@ -107,3 +114,18 @@ class RateLimited(FaceIdError):
         seconds = max(1, math.ceil(retry_after))
         super().__init__(message, headers={"Retry-After": str(seconds)})
         self.retry_after = seconds
+
+
+class DatabaseUnavailable(FaceIdError):
+    """The database did not answer (down, restarting, out of connections, or read-only)."""
+
+    code = "database_unavailable"
+    status = 503
+    headers = MappingProxyType({"Retry-After": "5"})
+
+
+class StorageFull(FaceIdError):
+    """The database's disk is full: nothing was written."""
+
+    code = "insufficient_storage"
+    status = 507

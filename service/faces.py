@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from service.errors import FaceIdError, InvalidInput, NoFace
+from service.errors import FaceIdError, ImageTooSmall, InvalidInput, NoFace
 from service.store import NewFace
 from service.timing import Timings
 from service.vision.decode import DecodedImage
@@ -53,8 +53,10 @@ class FaceAnalyzer:
         ambiguous_ratio: float = 0.5,
         detect_side: int = 640,
         max_faces: int = 32,
+        min_face: int = 1,
     ) -> None:
         self.detector = detector
+        self.min_face = min_face
         self.embedder = embedder
         self.ambiguous_ratio = ambiguous_ratio
         self.max_faces = max_faces
@@ -62,7 +64,13 @@ class FaceAnalyzer:
         self.model_id = embedder.manifest.model_id
 
     def _faces(self, data: bytes, timings: Timings) -> tuple[DecodedImage, list[Face]]:
-        return self.pipeline.find(data, timings)
+        image, faces = self.pipeline.find(data, timings)
+        width, height = image.size
+        if min(width, height) < self.min_face:  # no face the detector keeps could fit
+            raise ImageTooSmall(
+                f"the image is {width}x{height} pixels; a face needs at least {self.min_face} on each side"
+            )
+        return image, faces
 
     def _embed(self, image_faces: Sequence[tuple[DecodedImage, Face]], timings: Timings) -> NDArray[np.float32]:
         crops = self.pipeline.crops(image_faces, self.embedder.manifest.preprocess.size, timings)

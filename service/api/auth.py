@@ -20,6 +20,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from service.api.deps import ComponentsDep, run_db
 from service.auth import Principal, Scope
 from service.auth.principal import SCOPES
+from service.errors import Unauthorized
 
 # Declared as security schemes so that /docs has an "Authorize" button; read without failing
 # here, so that every refusal has the project's JSON error shape.
@@ -30,8 +31,16 @@ Bearer = Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
 ApiKeyHeader = Annotated[str | None, Security(api_key_header)]
 
 
-async def authenticate(components: ComponentsDep, credentials: Bearer, header: ApiKeyHeader) -> Principal:
-    """The caller, from `Authorization: Bearer` (first) or `X-API-Key`; any scope."""
+async def authenticate(
+    request: Request, components: ComponentsDep, credentials: Bearer, header: ApiKeyHeader
+) -> Principal:
+    """The caller, from `Authorization: Bearer` or `X-API-Key`; any scope. Every credential sent
+    must hold: a malformed `Authorization` (an empty one counts as none), or two different keys, is
+    401 rather than a guess."""
+    if credentials is None and request.headers.get("authorization", "").strip():
+        raise Unauthorized("the Authorization header must be `Bearer <key>`")
+    if credentials is not None and header is not None and credentials.credentials != header:
+        raise Unauthorized("Authorization and X-API-Key hold different keys")
     key = credentials.credentials if credentials is not None else header
     auth = components.auth
     principal = auth.verify_cached(key)  # microseconds while the key's lookup is cached
@@ -60,7 +69,7 @@ async def metrics_key(request: Request, components: ComponentsDep, credentials: 
     """`GET /metrics` is open (scraped on an internal network) unless FACEID_METRICS_REQUIRE_KEY:
     then any valid key may read it."""
     if components.settings.metrics_require_key:
-        request.state.principal = await authenticate(components, credentials, header)
+        request.state.principal = await authenticate(request, components, credentials, header)
 
 
 IdentifyKey = Annotated[Principal, Depends(requires("identify"))]

@@ -11,6 +11,7 @@ from service.api.auth import EnrollKey, IdentifyKey
 from service.api.deps import Components, ComponentsDep, RecognizerDep, read_upload, read_uploads, run_blocking
 from service.api.responses import AUTH, CONFLICT, IMAGES, NOT_FOUND
 from service.api.schemas import (
+    MAX_ID,
     DetectedFace,
     DetectResponse,
     EnrollResponse,
@@ -25,7 +26,9 @@ from service.timing import Timings
 router = APIRouter(tags=["recognition"])
 
 Name = Annotated[
-    str, Printable, Form(min_length=1, max_length=200, description="Display name.", examples=["Ada Lovelace"])
+    str,
+    Printable,
+    Form(min_length=1, max_length=200, pattern=r"\S", description="Display name.", examples=["Ada Lovelace"]),
 ]
 ExternalId = Annotated[
     Annotated[str, Printable] | None,
@@ -135,7 +138,9 @@ async def verify(
     response: Response,
     image_a: Annotated[UploadFile, File(description="First photo (its largest face is used).")],
     image_b: Annotated[UploadFile | None, File(description="Second photo; or give identity_id.")] = None,
-    identity_id: Annotated[int | None, Form(ge=1, description="Compare with this enrolled identity.")] = None,
+    identity_id: Annotated[
+        int | None, Form(ge=1, le=MAX_ID, description="Compare with this enrolled identity.")
+    ] = None,
     threshold: Threshold = None,
 ) -> VerifyResponse:
     """Against an identity, the closest of its faces counts, and the threshold is raised with its number
