@@ -86,8 +86,8 @@ LEVELS: dict[str, Cutoffs] = {
 
 # What the decision should add to its threshold for a face of each level (bench.robustness):
 # +0.02 on `low` holds FPIR under 1% in every condition of the suite (worst 1.71% -> 0.85%)
-# for 0.4 points of pooled DIR (0.897 -> 0.892); abstaining on `low` instead costs 20-36
-# points of DIR in the dark, low-resolution and blur conditions.
+# for 0.4 points of pooled DIR (0.902 -> 0.898); abstaining on `low` instead costs 8 points
+# (0.824), 18-36 of them in the dark, low-resolution and blur conditions.
 THRESHOLD_MARGIN: dict[str, float] = {"high": 0.0, "medium": 0.0, "low": 0.02}
 
 
