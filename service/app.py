@@ -15,7 +15,7 @@ from fastapi import Depends, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.deps import Components, collection_in_path
-from service.api.errors import BodyTooLarge, error_response, install_error_handlers
+from service.api.errors import BodyTimeout, BodyTooLarge, error_response, install_error_handlers
 from service.api.openapi import install_openapi
 from service.api.routes import audit, health, identities, keys, recognition
 from service.api.routes import collections as collection_routes
@@ -128,35 +128,56 @@ def build_collections(settings: Settings) -> Collections:
 
 
 class BodyLimit:
-    """Refuse request bodies over `limit` bytes before they are parsed or spooled.
+    """Refuse request bodies over `limit` bytes before they are parsed or spooled, bodies that take
+    longer than `timeout` seconds to arrive (408), and more than `max_uploads` bodies arriving at
+    once (503 `overloaded`, with Retry-After).
 
     A declared Content-Length over the limit is refused at once; a chunked body is counted as
     it arrives and reading stops at the limit (the error handlers turn that into 413).
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float = 60.0, max_uploads: int = 64) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
+        self.max_uploads = max_uploads
+        self.uploading = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers", [])).get(b"content-length")
+        headers = dict(scope.get("headers", []))
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await error_response(413, "payload_too_large", f"the request is over {self.limit} bytes")(
                 scope, receive, send
             )
             return
+        has_body = (declared is not None and declared not in (b"", b"0")) or b"transfer-encoding" in headers
+        if has_body and self.uploading >= self.max_uploads:
+            response = error_response(503, "overloaded", f"{self.uploading} uploads are in progress; try again shortly")
+            response.headers["Retry-After"] = "1"
+            await response(scope, receive, send)
+            return
         seen = 0
+        deadline = time.monotonic() + self.timeout
+        uploading = has_body
+        self.uploading += uploading
 
         async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, uploading
+            with anyio.move_on_after(max(0.0, deadline - time.monotonic())) as wait:
+                message = await receive()
+            if wait.cancelled_caught:
+                raise BodyTimeout(self.timeout)
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise BodyTooLarge(self.limit)
+                if uploading and not message.get("more_body", False):
+                    uploading = False
+                    self.uploading -= 1
             return message
 
         try:
@@ -165,6 +186,11 @@ class BodyLimit:
             await error_response(413, "payload_too_large", f"the request is over {self.limit} bytes")(
                 scope, receive, send
             )
+        except BodyTimeout as exc:
+            await error_response(408, "request_timeout", str(exc))(scope, receive, send)
+        finally:
+            if uploading:
+                self.uploading -= 1
 
 
 class RequestId:
@@ -280,7 +306,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RequestMetrics)
     app.add_middleware(RequestId)
     body_limit = settings.max_image_bytes * settings.max_images_per_request + 1024 * 1024
-    app.add_middleware(BodyLimit, limit=body_limit)
+    app.add_middleware(
+        BodyLimit, limit=body_limit, timeout=settings.body_timeout, max_uploads=settings.max_concurrent_uploads
+    )
     return app
 
 

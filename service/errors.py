@@ -129,3 +129,11 @@ class StorageFull(FaceIdError):
 
     code = "insufficient_storage"
     status = 507
+
+
+class Overloaded(FaceIdError):
+    """More requests wait for inference (or are uploading) than the service is set to queue."""
+
+    code = "overloaded"
+    status = 503
+    headers = MappingProxyType({"Retry-After": "1"})

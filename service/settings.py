@@ -127,6 +127,20 @@ class Settings(BaseSettings):
     max_image_bytes: int = Field(default=15 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(default=40_000_000, ge=10_000)
     max_images_per_request: int = Field(default=20, ge=1, le=100)
+    inference_queue_limit: int = Field(
+        default=64,
+        ge=0,
+        description="Requests that may wait for an inference thread; past it the answer is 503 `overloaded` "
+        "with Retry-After at once, instead of latency growing without bound (0: no limit).",
+    )
+    body_timeout: float = Field(
+        default=60.0, gt=0, description="Seconds a client has to send a request's body (slow uploads get 408)."
+    )
+    max_concurrent_uploads: int = Field(
+        default=64,
+        ge=1,
+        description="Requests whose bodies may be arriving at once; past it, 503 `overloaded` with Retry-After.",
+    )
     max_faces_per_image: int = Field(
         default=32,
         ge=1,

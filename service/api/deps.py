@@ -14,7 +14,7 @@ from fastapi import Depends, Path, Request, UploadFile
 from service.auth.authenticator import Authenticator
 from service.auth.principal import Principal
 from service.collections import DEFAULT, Collections
-from service.errors import ImageTooLarge, InvalidImage, InvalidInput, NotFound
+from service.errors import ImageTooLarge, InvalidImage, InvalidInput, NotFound, Overloaded
 from service.metrics import Metrics
 from service.recognizer import Recognizer
 from service.settings import Settings
@@ -34,6 +34,8 @@ class Components:
     inference: ThreadPoolExecutor
     # API keys, scopes and rate limits (service.api.auth.requires reads it).
     auth: Authenticator
+    # Inference jobs submitted and not finished (run_blocking; touched on the event loop only).
+    pending: int = 0
 
 
 def get_components(request: Request) -> Components:
@@ -72,8 +74,19 @@ RecognizerDep = Annotated[Recognizer, Depends(get_recognizer)]
 
 
 async def run_blocking(components: Components, fn: Callable[..., T], *args: object) -> T:
-    """Run inference (and the database work that goes with it) off the event loop, on the inference threads."""
-    return await asyncio.get_running_loop().run_in_executor(components.inference, lambda: fn(*args))
+    """Run inference (and the database work that goes with it) off the event loop, on the inference threads.
+
+    When more jobs already wait for a thread than FACEID_INFERENCE_QUEUE_LIMIT, the answer is 503
+    `overloaded` at once: a client can retry elsewhere or later, rather than wait without bound."""
+    settings = components.settings
+    waiting = components.pending - settings.inference_jobs
+    if settings.inference_queue_limit and waiting >= settings.inference_queue_limit:
+        raise Overloaded(f"{waiting} requests are waiting for inference; try again shortly")
+    components.pending += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(components.inference, lambda: fn(*args))
+    finally:
+        components.pending -= 1
 
 
 async def run_db(fn: Callable[..., T], *args: object) -> T:

@@ -44,9 +44,18 @@ class BodyTooLarge(Exception):
         super().__init__(f"the request is over {limit} bytes")
 
 
+class BodyTimeout(Exception):
+    """Raised while the body is read, once it has taken longer than FACEID_BODY_TIMEOUT."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(f"the request body did not arrive within {timeout:g} s")
+
+
 def _body_error(cause: BaseException) -> JSONResponse:
     if isinstance(cause, BodyTooLarge):
         return error_response(413, "payload_too_large", str(cause))
+    if isinstance(cause, BodyTimeout):
+        return error_response(408, "request_timeout", str(cause))
     message = str(cause) or type(cause).__name__
     if isinstance(cause, MultiPartException) and "too many files" in message.lower():
         return error_response(422, "too_many_files", message)

@@ -72,6 +72,10 @@ def refine(schema: dict[str, Any], *, max_images: int) -> None:
                 requests.add(content["schema"].get("$ref", "#/").rsplit("/", 1)[-1])
             responses = operation.setdefault("responses", {})
             _error_shapes(responses, path)
+            if "requestBody" in operation:
+                responses.setdefault("408", {"description": "The body took too long to arrive (`request_timeout`)."})
+                responses.setdefault("413", {"description": "The request is over the size limit."})
+                responses["408"]["content"] = responses["413"]["content"] = JSON_ERROR
             for parameter in operation.get("parameters", []):
                 _printable({"properties": {"p": parameter.get("schema", {})}})
             body = operation.get("requestBody", {}).get("content", {}).get("multipart/form-data")
