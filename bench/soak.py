@@ -169,7 +169,7 @@ def drop(name: str | None) -> None:
     admin.dispose()
 
 
-def serve(url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def serve(url: str, log: Path, settings: dict[str, str] | None = None) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("FACEID_") or k.startswith("FACEID_TEST_")},
@@ -179,6 +179,7 @@ def serve(url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
         "FACEID_ADMIN_KEY": KEY,
         "FACEID_ADMIN_KEY_FILE": str(log.with_suffix(".key")),
         "FACEID_RATE_LIMIT_PER_MINUTE": "0",
+        **(settings or {}),
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "service", "serve"], env=env, cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT
@@ -199,13 +200,20 @@ def serve(url: str, log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def run(
-    database: str, minutes: float, concurrency: int, faces: int, sample_seconds: float, seed: int, workdir: Path
+    database: str,
+    minutes: float,
+    concurrency: int,
+    faces: int,
+    sample_seconds: float,
+    seed: int,
+    workdir: Path,
+    settings: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     url, name = prepare(database, faces, seed, workdir)
     process: subprocess.Popen[bytes] | None = None
     try:
-        process, base = serve(url, workdir / f"soak_{database}.log")
+        process, base = serve(url, workdir / f"soak_{database}.log", settings)
         tally, stop = Tally(), threading.Event()
         threads = [threading.Thread(target=client, args=(base, stop, tally, seed + i)) for i in range(concurrency)]
         start = time.monotonic()
@@ -345,10 +353,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=OUT / "soak")
+    parser.add_argument(
+        "--setting", action="append", default=[], metavar="FACEID_X=VALUE", help="a server setting (repeatable)"
+    )
     parser.add_argument("--publish", action="store_true", help="copy the report and plot to bench/results/")
     args = parser.parse_args(argv)
     result = run(
-        args.database, args.minutes, args.concurrency, args.faces, args.sample_seconds, args.seed, args.workdir
+        args.database,
+        args.minutes,
+        args.concurrency,
+        args.faces,
+        args.sample_seconds,
+        args.seed,
+        args.workdir,
+        dict(s.split("=", 1) for s in args.setting),
     )
     OUT.mkdir(parents=True, exist_ok=True)
     report, figure = OUT / f"soak_{args.database}.json", OUT / f"soak_{args.database}.png"
