@@ -14,6 +14,7 @@ from service.api.responses import AUTH
 from service.api.schemas import ErrorResponse, Printable
 from service.auth import KeyRecord, Scope
 from service.auth.principal import SCOPES
+from service.errors import Conflict
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
@@ -106,12 +107,20 @@ async def list_keys(_: AdminKey, components: ComponentsDep) -> KeyList:
     "/{key_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses={**AUTH, 404: {"model": ErrorResponse, "description": "No key has this id."}},
+    responses={
+        **AUTH,
+        404: {"model": ErrorResponse, "description": "No key has this id."},
+        409: {"model": ErrorResponse, "description": "The key making the request cannot revoke itself."},
+    },
     summary="Revoke a key",
 )
-async def revoke_key(_: AdminKey, components: ComponentsDep, key_id: KeyId) -> Response:
+async def revoke_key(principal: AdminKey, components: ComponentsDep, key_id: KeyId) -> Response:
     """The key stops working here at once and in every other process and replica within
-    FACEID_AUTH_CACHE_SECONDS. It stays listed, revoked (the audit log names it)."""
+    FACEID_AUTH_CACHE_SECONDS. It stays listed, revoked (the audit log names it). A key cannot
+    revoke itself (so an admin cannot lock everyone out by mistake): to rotate the admin key,
+    create a new one and revoke the old one with it."""
+    if principal.key_id == key_id:
+        raise Conflict("a key cannot revoke itself; revoke it with another admin key")
     await run_db(components.auth.keys.revoke, key_id)
     components.auth.forget()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -97,3 +97,12 @@ def test_the_schema_documents_the_error_shape_and_links(client: TestClient) -> N
     assert enroll["201"]["links"]["GetIdentity"]["parameters"] == {"identity_id": "$response.body#/identity/id"}
     scoped = schema["paths"]["/collections/{collection}/enroll"]["post"]["responses"]["201"]["links"]
     assert scoped["DeleteFace"]["parameters"]["collection"] == "$request.path.collection"
+
+
+def test_a_key_cannot_revoke_itself(client: TestClient) -> None:
+    own = [k["id"] for k in client.get("/keys").json()["items"] if k["active"] and "admin" in k["scopes"]]
+    r = client.delete(f"/keys/{own[0]}")
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conflict", r.text
+    assert client.get("/keys").status_code == 200  # still in
+    created = client.post("/keys", json={"name": "spare-admin", "scopes": ["admin"]}).json()
+    assert client.delete(f"/keys/{created['id']}").status_code == 204  # another key: revoked
