@@ -356,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--setting", action="append", default=[], metavar="FACEID_X=VALUE", help="a server setting (repeatable)"
     )
+    parser.add_argument("--label", default="", help="suffix for the report's file names (soak_<db><label>.json)")
     parser.add_argument("--publish", action="store_true", help="copy the report and plot to bench/results/")
     args = parser.parse_args(argv)
     result = run(
@@ -369,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
         dict(s.split("=", 1) for s in args.setting),
     )
     OUT.mkdir(parents=True, exist_ok=True)
-    report, figure = OUT / f"soak_{args.database}.json", OUT / f"soak_{args.database}.png"
+    stem = f"soak_{args.database}{args.label}"
+    report, figure = OUT / f"{stem}.json", OUT / f"{stem}.png"
+    result["settings"] = dict(s.split("=", 1) for s in args.setting)
     report.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, figure)
     print(json.dumps({k: v for k, v in result.items() if k != "samples"}, indent=2))
