@@ -76,7 +76,7 @@ async def run_load(
                 return await client.post("/identify", files={"image": ("probe", image, "application/octet-stream")})
             return await client.post(
                 "/enroll",
-                data={"name": f"load-{counter}"},
+                data={"name": f"load-{counter}", "allow_conflict": "true"},
                 files=[("images", ("probe", image, "application/octet-stream"))],
             )
 

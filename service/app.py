@@ -92,6 +92,7 @@ def build_collections(settings: Settings) -> Collections:
         ambiguous_ratio=settings.ambiguous_ratio,
         detect_side=settings.detect_max_side,
         max_faces=settings.max_faces_per_image,
+        quality_gate=settings.enroll_quality_gate,
         min_face=settings.min_face_size,
     )
 
@@ -110,6 +111,8 @@ def build_collections(settings: Settings) -> Collections:
         new_gallery=new_gallery,
         policy=lambda record: threshold_policy(settings, manifest, record),
         self_calibration=settings.self_calibration,
+        conflict_gate=settings.enroll_conflict_gate,
+        quality_aware=settings.quality_aware_threshold,
     )
     store.ensure_collection(DEFAULT, manifest.model_id)
     collections.rebuild()

@@ -80,6 +80,8 @@ class Collections:
         new_gallery: Callable[[], Gallery],
         policy: Callable[[CollectionRecord], ThresholdPolicy],
         self_calibration: bool = True,
+        conflict_gate: bool = True,
+        quality_aware: bool = True,
     ) -> None:
         self.store = store
         self.analyzer = analyzer
@@ -87,6 +89,8 @@ class Collections:
         self._new_gallery = new_gallery
         self._policy = policy
         self._self_calibration = self_calibration
+        self._conflict_gate = conflict_gate
+        self._quality_aware = quality_aware
         self._states: dict[int, CollectionState] = {}
         self._lock = threading.RLock()  # guards _states, _seq and the galleries' contents as a whole
         self._seq = 0
@@ -101,7 +105,14 @@ class Collections:
             raise ModelMismatch(
                 f"collection {name!r} holds faces of model {state.record.model}; this service runs {self.model_id}"
             )
-        return Recognizer(self.analyzer, self.store.collection(state.record.id), state, self.sync)
+        return Recognizer(
+            self.analyzer,
+            self.store.collection(state.record.id),
+            state,
+            self.sync,
+            conflict_gate=self._conflict_gate,
+            quality_aware=self._quality_aware,
+        )
 
     def state(self, name: str) -> CollectionState:
         return self._state(name)

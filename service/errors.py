@@ -137,3 +137,17 @@ class Overloaded(FaceIdError):
     code = "overloaded"
     status = 503
     headers = MappingProxyType({"Retry-After": "1"})
+
+
+class LowQuality(FaceIdError):
+    """An enrollment photo whose face is `low` for recognition (blurry, dark, turned away...)."""
+
+    code = "low_quality"
+    status = 422
+
+
+class IdentityConflict(FaceIdError):
+    """An enrollment photo whose face already matches another identity of the collection."""
+
+    code = "identity_conflict"
+    status = 409

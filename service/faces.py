@@ -12,13 +12,14 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-from service.errors import FaceIdError, ImageTooSmall, InvalidInput, NoFace
+from service.errors import FaceIdError, ImageTooSmall, InvalidInput, LowQuality, NoFace
 from service.store import NewFace
 from service.timing import Timings
 from service.vision.decode import DecodedImage
 from service.vision.detect import Detector, Face
 from service.vision.embed import Embedder
 from service.vision.pipeline import FacePipeline, enrollment_face
+from service.vision.quality import FaceQuality, assess
 
 Box = tuple[float, float, float, float]
 
@@ -29,6 +30,7 @@ class AnalysedFace:
     landmarks: NDArray[np.float32]
     score: float
     embedding: NDArray[np.float32]
+    quality: FaceQuality | None = None
 
 
 @dataclass(frozen=True)
@@ -54,12 +56,14 @@ class FaceAnalyzer:
         detect_side: int = 640,
         max_faces: int = 32,
         min_face: int = 1,
+        quality_gate: bool = True,
     ) -> None:
         self.detector = detector
         self.min_face = min_face
         self.embedder = embedder
         self.ambiguous_ratio = ambiguous_ratio
         self.max_faces = max_faces
+        self.quality_gate = quality_gate  # enrollment refuses faces that are `low` for recognition
         self.pipeline = FacePipeline(detector, max_image_pixels=max_image_pixels, detect_side=detect_side)
         self.model_id = embedder.manifest.model_id
 
@@ -72,32 +76,49 @@ class FaceAnalyzer:
             )
         return image, faces
 
-    def _embed(self, image_faces: Sequence[tuple[DecodedImage, Face]], timings: Timings) -> NDArray[np.float32]:
+    def _embed(
+        self, image_faces: Sequence[tuple[DecodedImage, Face]], timings: Timings
+    ) -> tuple[NDArray[np.float32], list[FaceQuality]]:
+        """Embeddings and quality of faces, from the one aligned crop each (quality costs no extra warp)."""
         crops = self.pipeline.crops(image_faces, self.embedder.manifest.preprocess.size, timings)
         with timings.stage("embed"):
-            return self.embedder.embed(crops)
+            embeddings = self.embedder.embed(crops)
+        with timings.stage("quality"):
+            qualities = [assess(face, crop) for (_, face), crop in zip(image_faces, crops, strict=True)]
+        return embeddings, qualities
 
     def analyse(self, data: bytes, timings: Timings | None = None) -> tuple[list[AnalysedFace], int]:
         """The image's faces, largest first, at most `max_faces` of them, each with its embedding (one
-        batch); and how many faces were found in all."""
+        batch) and quality; and how many faces were found in all."""
         timings = timings or Timings()
         image, found = self._faces(data, timings)
         faces = found[: self.max_faces]
-        embeddings = self._embed([(image, f) for f in faces], timings)
-        analysed = [AnalysedFace(box_of(f), f.landmarks, f.score, e) for f, e in zip(faces, embeddings, strict=True)]
+        embeddings, qualities = self._embed([(image, f) for f in faces], timings)
+        analysed = [
+            AnalysedFace(box_of(f), f.landmarks, f.score, e, q)
+            for f, e, q in zip(faces, embeddings, qualities, strict=True)
+        ]
         return analysed, len(found)
 
-    def detect(self, data: bytes, timings: Timings | None = None) -> tuple[list[Face], int, tuple[int, int]]:
-        """The largest `max_faces` faces, largest first; how many were found; the image's (width, height)."""
-        image, found = self._faces(data, timings or Timings())
-        return found[: self.max_faces], len(found), image.size
+    def detect(
+        self, data: bytes, timings: Timings | None = None
+    ) -> tuple[list[tuple[Face, FaceQuality]], int, tuple[int, int]]:
+        """The largest `max_faces` faces with their quality, largest first; how many were found; the
+        image's (width, height)."""
+        timings = timings or Timings()
+        image, found = self._faces(data, timings)
+        faces = found[: self.max_faces]
+        crops = self.pipeline.crops([(image, f) for f in faces], self.embedder.manifest.preprocess.size, timings)
+        with timings.stage("quality"):
+            qualities = [assess(f, c) for f, c in zip(faces, crops, strict=True)]
+        return list(zip(faces, qualities, strict=True)), len(found), image.size
 
     def _enrollment_crops(
         self, images: Sequence[bytes], timings: Timings
-    ) -> tuple[list[tuple[int, Face, str]], list[NDArray[np.uint8]], list[Rejection], list[FaceIdError]]:
-        """Per image, the labelled face and its aligned crop. Images are handled one at a time and
-        only the crop is kept, so a request holds one decoded image at a time, whatever its count."""
-        chosen: list[tuple[int, Face, str]] = []
+    ) -> tuple[list[tuple[int, Face, str, FaceQuality]], list[NDArray[np.uint8]], list[Rejection], list[FaceIdError]]:
+        """Per image, the labelled face, its quality and its aligned crop. Images are handled one at a
+        time and only the crop is kept, so a request holds one decoded image at a time, whatever its count."""
+        chosen: list[tuple[int, Face, str, FaceQuality]] = []
         crops: list[NDArray[np.uint8]] = []
         rejected: list[Rejection] = []
         errors: list[FaceIdError] = []
@@ -106,8 +127,16 @@ class FaceAnalyzer:
             try:
                 image, faces = self._faces(data, timings)
                 largest = enrollment_face(faces, self.ambiguous_ratio)
-                crops.append(self.pipeline.crops([(image, largest)], size, timings)[0])
-                chosen.append((index, largest, hashlib.sha256(data).hexdigest()))
+                crop = self.pipeline.crops([(image, largest)], size, timings)[0]
+                quality = assess(largest, crop)
+                if self.quality_gate and quality.for_recognition == "low":
+                    raise LowQuality(
+                        "the face is too poor to recognise reliably ("
+                        + ", ".join(quality.reasons)
+                        + "); use a sharper, brighter, frontal photo"
+                    )
+                crops.append(crop)
+                chosen.append((index, largest, hashlib.sha256(data).hexdigest(), quality))
             except FaceIdError as exc:
                 errors.append(exc)
                 rejected.append(Rejection(index, exc.code, exc.message))
@@ -116,9 +145,9 @@ class FaceAnalyzer:
 
     def new_faces(
         self, images: Sequence[bytes], timings: Timings | None = None
-    ) -> tuple[list[tuple[int, Face]], list[NewFace], list[Rejection]]:
-        """Faces to store for one person's images, and the images rejected (with the reason).
-        Raises when no image gives a face."""
+    ) -> tuple[list[tuple[int, Face, FaceQuality]], list[NewFace], list[Rejection]]:
+        """Faces to store for one person's images (index, face and quality of each), and the images
+        rejected (with the reason). Raises when no image gives a face."""
         timings = timings or Timings()
         if not images:
             raise InvalidInput("at least one image is required")
@@ -131,13 +160,13 @@ class FaceAnalyzer:
             embeddings = self.embedder.embed(crops)
         new = [
             NewFace(embedding=e, model=self.model_id, box=box_of(face), score=face.score, image_sha256=sha)
-            for (_, face, sha), e in zip(chosen, embeddings, strict=True)
+            for (_, face, sha, _), e in zip(chosen, embeddings, strict=True)
         ]
-        return [(i, f) for i, f, _ in chosen], new, rejected
+        return [(i, f, q) for i, f, _, q in chosen], new, rejected
 
     def largest(self, data: bytes, timings: Timings, label: str) -> AnalysedFace:
         image, faces = self._faces(data, timings)
         if not faces:
             raise NoFace(f"no face was found in {label}")
-        embedding = self._embed([(image, faces[0])], timings)[0]
-        return AnalysedFace(box_of(faces[0]), faces[0].landmarks, faces[0].score, embedding)
+        embeddings, qualities = self._embed([(image, faces[0])], timings)
+        return AnalysedFace(box_of(faces[0]), faces[0].landmarks, faces[0].score, embeddings[0], qualities[0])

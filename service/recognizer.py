@@ -19,12 +19,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from service.errors import InvalidInput, NoFace
+from service.errors import IdentityConflict, InvalidInput, NoFace
 from service.faces import Box, FaceAnalyzer, Rejection
-from service.store import CollectionRecord, CollectionStore, FaceRecord, IdentityRecord
+from service.store import CollectionRecord, CollectionStore, FaceRecord, IdentityRecord, NewFace
 from service.threshold import ThresholdChoice
 from service.timing import Timings
 from service.vision.detect import Face
+from service.vision.quality import THRESHOLD_MARGIN, FaceQuality
 
 if TYPE_CHECKING:
     from service.collections import CollectionState
@@ -40,6 +41,7 @@ class Accepted:
     face_id: int
     box: Box
     score: float
+    quality: FaceQuality | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ class IdentifiedFace:
     identity: IdentityRecord | None
     similarity: float | None
     candidates: list[Match]
+    quality: FaceQuality | None = None
+    threshold: float | None = None  # this face's: the decision's, plus the margin for its quality
 
 
 @dataclass(frozen=True)
@@ -111,12 +115,17 @@ class Recognizer:
         store: CollectionStore,
         state: CollectionState,
         after_write: Callable[[], object],
+        *,
+        conflict_gate: bool = True,
+        quality_aware: bool = True,
     ) -> None:
         self.analyzer = analyzer
         self.store = store
         self._state = state
         self._after_write = after_write
         self.model_id = analyzer.model_id
+        self.conflict_gate = conflict_gate  # enrollment refuses a face that is already someone else
+        self.quality_aware = quality_aware  # a poorer face needs a higher similarity to match
 
     @property
     def collection(self) -> CollectionRecord:
@@ -127,28 +136,90 @@ class Recognizer:
         return self._state.gallery.size
 
     @staticmethod
-    def _accepted(chosen: list[tuple[int, Face]], records: list[FaceRecord]) -> list[Accepted]:
+    def _accepted(chosen: list[tuple[int, Face, FaceQuality]], records: list[FaceRecord]) -> list[Accepted]:
         return [
-            Accepted(index, record.id, record.box, round(face.score, 4))
-            for (index, face), record in zip(chosen, records, strict=True)
+            Accepted(index, record.id, record.box, round(face.score, 4), quality)
+            for (index, face, quality), record in zip(chosen, records, strict=True)
         ]
+
+    def _without_conflicts(
+        self,
+        chosen: list[tuple[int, Face, FaceQuality]],
+        new: list[NewFace],
+        rejected: list[Rejection],
+        own: int | None,
+    ) -> tuple[list[tuple[int, Face, FaceQuality]], list[NewFace], list[Rejection]]:
+        """Leave out the faces that already match another identity of the collection at the decision
+        threshold: one person enrolled twice splits their matches and poisons the threshold's own
+        impostor pairs. Raises IdentityConflict when no face is left."""
+        gallery = self._state.gallery
+        if not self.conflict_gate or not new or gallery.size == 0:
+            return chosen, new, rejected
+        limit = self.decision(None, gallery.size).threshold
+        hits = gallery.search(np.stack([f.embedding for f in new]), 2)
+        clashes = {
+            i: next((c for c in row if c.identity_id != own and c.similarity >= limit), None)
+            for i, row in enumerate(hits)
+        }
+        if not any(clashes.values()):
+            return chosen, new, rejected
+        names = self.store.get_identities(sorted({c.identity_id for c in clashes.values() if c is not None}))
+        keep_chosen, keep_new, refused = [], [], list(rejected)
+        for i, (item, face) in enumerate(zip(chosen, new, strict=True)):
+            clash = clashes[i]
+            if clash is None:
+                keep_chosen.append(item)
+                keep_new.append(face)
+                continue
+            other = names.get(clash.identity_id)
+            who = f"identity {clash.identity_id}" + (f" ({other.name})" if other else "")
+            refused.append(
+                Rejection(
+                    item[0],
+                    IdentityConflict.code,
+                    f"the face matches {who} at {clash.similarity:.3f} (threshold {limit:.3f}); "
+                    "send allow_conflict=true to enroll it anyway",
+                )
+            )
+        if not keep_new:
+            raise IdentityConflict(
+                "; ".join(f"image {r.image}: {r.message}" for r in refused if r.code == "identity_conflict")
+            )
+        return keep_chosen, keep_new, sorted(refused, key=lambda r: r.image)
 
     # --- writes -----------------------------------------------------------------
 
     def enroll(
-        self, name: str, images: Sequence[bytes], external_id: str | None = None, timings: Timings | None = None
+        self,
+        name: str,
+        images: Sequence[bytes],
+        external_id: str | None = None,
+        timings: Timings | None = None,
+        *,
+        allow_conflict: bool = False,
     ) -> EnrollResult:
         timings = timings or Timings()
         chosen, new, rejected = self.analyzer.new_faces(images, timings)
+        if not allow_conflict:
+            chosen, new, rejected = self._without_conflicts(chosen, new, rejected, own=None)
         with timings.stage("db"):
             identity, records = self.store.create_identity(name, external_id, new)
         self._after_write()
         return EnrollResult(identity, self._accepted(chosen, records), rejected)
 
-    def add_faces(self, identity_id: int, images: Sequence[bytes], timings: Timings | None = None) -> EnrollResult:
+    def add_faces(
+        self,
+        identity_id: int,
+        images: Sequence[bytes],
+        timings: Timings | None = None,
+        *,
+        allow_conflict: bool = False,
+    ) -> EnrollResult:
         timings = timings or Timings()
         self.store.get_identity(identity_id)  # 404 before any inference; the write checks again
         chosen, new, rejected = self.analyzer.new_faces(images, timings)
+        if not allow_conflict:
+            chosen, new, rejected = self._without_conflicts(chosen, new, rejected, own=identity_id)
         with timings.stage("db"):
             identity, records = self.store.add_faces(identity_id, new)
         self._after_write()
@@ -189,7 +260,10 @@ class Recognizer:
                 Match(identities[c.identity_id], c.similarity) for c in candidates if c.identity_id in identities
             ]
             best = matches[0] if matches else None
-            is_match = best is not None and best.similarity >= decision.threshold
+            limit = decision.threshold
+            if self.quality_aware and decision.source != "request" and face.quality is not None:
+                limit += THRESHOLD_MARGIN[face.quality.for_recognition]
+            is_match = best is not None and best.similarity >= limit
             results.append(
                 IdentifiedFace(
                     box=face.box,
@@ -199,6 +273,8 @@ class Recognizer:
                     identity=best.identity if is_match and best else None,
                     similarity=best.similarity if best else None,
                     candidates=matches,
+                    quality=face.quality,
+                    threshold=limit,
                 )
             )
         return IdentifyResult(results, decision, gallery.size, detected)

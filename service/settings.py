@@ -95,6 +95,20 @@ class Settings(BaseSettings):
         description="Share of never-enrolled people that may be matched to someone (false-positive identification "
         "rate); the threshold follows the gallery size to keep it.",
     )
+    enroll_quality_gate: bool = Field(
+        default=True,
+        description="Enroll refuses an image whose face is `low` for recognition (low_quality, with the reasons).",
+    )
+    enroll_conflict_gate: bool = Field(
+        default=True,
+        description="Enroll refuses a face that already matches another identity of the collection at the decision "
+        "threshold (identity_conflict, naming it); allow_conflict=true on the request overrides.",
+    )
+    quality_aware_threshold: bool = Field(
+        default=True,
+        description="Identify raises the threshold for a face of `low` quality (+0.02), so that poor photos of "
+        "strangers are not matched more often than the target FPIR says.",
+    )
     self_calibration: bool = Field(
         default=True,
         description="Pool each collection's own between-identity scores with the model's impostor record once it "

@@ -6,7 +6,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-STAGES = ("decode", "detect", "align", "embed", "search", "db")
+STAGES = ("decode", "detect", "align", "embed", "quality", "search", "db")
 
 
 class Timings:

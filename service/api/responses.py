@@ -22,4 +22,9 @@ IMAGES: Responses = {
     415: _error("An image type that is not supported."),
     422: _error("Invalid request, unreadable image or no face."),
 }
-CONFLICT: Responses = {409: _error("external_id already in use, or the collection's model differs.")}
+CONFLICT: Responses = {
+    409: _error(
+        "external_id already in use, every face already another identity's (`identity_conflict`), "
+        "or the collection's model differs (`model_mismatch`)."
+    )
+}

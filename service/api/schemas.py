@@ -12,6 +12,7 @@ from service.recognizer import Decision, EnrollResult, IdentifiedFace, IdentifyR
 from service.store import FaceRecord, IdentityRecord
 from service.store.audit import AuditEntry
 from service.vision.detect import Face
+from service.vision.quality import FaceQuality
 
 Box = list[float]
 
@@ -103,11 +104,30 @@ class FaceList(BaseModel):
     items: list[FacePublic]
 
 
+class QualityPublic(BaseModel):
+    """How fit a face is for recognition, in the spirit of Azure Face's qualityForRecognition."""
+
+    sharpness: float = Field(description="variance of the Laplacian over the aligned inner face")
+    brightness: float = Field(description="mean grey level of the aligned inner face, 0..1")
+    contrast: float = Field(description="standard deviation of its grey levels, 0..1")
+    face_size: float = Field(description="distance between the eyes, in pixels")
+    yaw: float = Field(description="degrees; positive: the nose points to the image's right")
+    pitch: float = Field(description="degrees; positive: the nose points down")
+    roll: float = Field(description="degrees; positive: turned clockwise in the image")
+    for_recognition: Literal["high", "medium", "low"]
+    reasons: list[str] = Field(description="the bars a medium or low face missed, e.g. blurry, dark, turned")
+
+    @classmethod
+    def of(cls, quality: FaceQuality | None) -> QualityPublic | None:
+        return None if quality is None else cls(**quality.public())
+
+
 class AcceptedImage(BaseModel):
     image: int = Field(description="index of the image in the request")
     face_id: int
     box: Box
     score: float
+    quality: QualityPublic | None = None
 
 
 class RejectedImage(BaseModel):
@@ -126,7 +146,14 @@ class EnrollResponse(BaseModel):
         return cls(
             identity=IdentityPublic.of(result.identity),
             accepted=[
-                AcceptedImage(image=a.image, face_id=a.face_id, box=list(a.box), score=a.score) for a in result.accepted
+                AcceptedImage(
+                    image=a.image,
+                    face_id=a.face_id,
+                    box=list(a.box),
+                    score=a.score,
+                    quality=QualityPublic.of(a.quality),
+                )
+                for a in result.accepted
             ],
             rejected=[RejectedImage(image=r.image, code=r.code, message=r.message) for r in result.rejected],
         )
@@ -145,6 +172,11 @@ class IdentifiedFacePublic(BaseModel):
     identity: IdentityPublic | None = Field(description="the match, or null when unknown")
     similarity: float | None = Field(description="the best candidate's cosine, even when the decision is unknown")
     candidates: list[CandidatePublic]
+    quality: QualityPublic | None = None
+    threshold: float | None = Field(
+        default=None,
+        description="the threshold this face was held to: the response's, plus a margin for a face of low quality",
+    )
 
     @classmethod
     def of(cls, face: IdentifiedFace) -> IdentifiedFacePublic:
@@ -159,6 +191,8 @@ class IdentifiedFacePublic(BaseModel):
                 CandidatePublic(identity=IdentityPublic.of(m.identity), similarity=round(m.similarity, 5))
                 for m in face.candidates
             ],
+            quality=QualityPublic.of(face.quality),
+            threshold=round(face.threshold, 5) if face.threshold is not None else None,
         )
 
 
@@ -236,13 +270,15 @@ class DetectedFace(BaseModel):
     box: Box
     score: float
     landmarks: list[list[float]] = Field(description="eyes, nose tip, mouth corners; image-left first")
+    quality: QualityPublic | None = None
 
     @classmethod
-    def of(cls, face: Face) -> DetectedFace:
+    def of(cls, face: Face, quality: FaceQuality | None = None) -> DetectedFace:
         return cls(
             box=[round(float(v), 1) for v in face.box],
             score=round(face.score, 4),
             landmarks=[[round(float(v), 1) for v in p] for p in face.landmarks],
+            quality=QualityPublic.of(quality),
         )
 
 

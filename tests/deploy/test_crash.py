@@ -32,7 +32,7 @@ def test_acknowledged_enrolls_survive_kill_9(db_url: str, tmp_path: Path) -> Non
                 r = httpx.post(
                     headers=AUTH,
                     url=server.url + "/enroll",
-                    data={"name": name},
+                    data={"name": name, "allow_conflict": "true"},  # the same people come round again
                     files=[("images", (f"{i}.pgm", orl(person, i), "image/x-portable-graymap")) for i in (1, 2, 3)],
                     timeout=30,
                 )

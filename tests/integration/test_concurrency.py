@@ -65,7 +65,11 @@ def client_loop(urls: list[str], ledger: Ledger, seed: int, deadline: float) -> 
                 op = "enroll"
             photos = [orl(*p) for p in rng.sample(PHOTOS, rng.randint(1, 2))]
             if op == "enroll":
-                r = http.post(url + "/enroll", data={"name": f"c{seed}"}, files=multipart("images", photos))
+                r = http.post(
+                    url + "/enroll",
+                    data={"name": f"c{seed}", "allow_conflict": "true"},
+                    files=multipart("images", photos),
+                )
                 if r.status_code == 201:
                     ledger.record(r.json(), photos, new=True)
             elif op == "add":

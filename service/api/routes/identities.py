@@ -10,7 +10,7 @@ from service.api.audit import AuditDep
 from service.api.auth import AdminKey, DeleteKey, EnrollKey, ReadKey
 from service.api.deps import ComponentsDep, RecognizerDep, read_uploads, run_blocking, run_db
 from service.api.responses import AUTH, CONFLICT, IMAGES, NOT_FOUND
-from service.api.routes.recognition import finish
+from service.api.routes.recognition import AllowConflict, finish
 from service.api.schemas import (
     MAX_ID,
     AuditEntryPublic,
@@ -120,10 +120,13 @@ async def add_faces(
     response: Response,
     identity_id: IdentityId,
     images: Annotated[list[UploadFile], File(description="One or more photos, at most 20.")],
+    allow_conflict: AllowConflict = False,
 ) -> EnrollResponse:
     data = await read_uploads(images, components.settings)
     timings = Timings()
-    result = await run_blocking(components, lambda: recognizer.add_faces(identity_id, data, timings))
+    result = await run_blocking(
+        components, lambda: recognizer.add_faces(identity_id, data, timings, allow_conflict=allow_conflict)
+    )
     finish(response, components, timings)
     await audit.record(
         "add_faces",

@@ -35,6 +35,10 @@ ExternalId = Annotated[
     Form(min_length=1, max_length=200, description="Your own unique key for this person (in this collection)."),
 ]
 Images = Annotated[list[UploadFile], File(description="One or more photos (repeat the field), at most 20.")]
+AllowConflict = Annotated[
+    bool,
+    Form(description="Enroll faces that already match another identity of the collection (one person, twice)."),
+]
 Threshold = Annotated[
     float | None, Form(ge=-1.0, le=1.0, description="Cosine threshold for this request; default: the service's policy.")
 ]
@@ -78,6 +82,7 @@ async def enroll(
     name: Name,
     images: Images,
     external_id: ExternalId = None,
+    allow_conflict: AllowConflict = False,
 ) -> EnrollResponse:
     """Creates an identity from every image that yields a face. Per image the largest face is used; an
     image where a second face is at least half as large is rejected as `ambiguous_faces`. If no image
@@ -86,7 +91,8 @@ async def enroll(
     data = await read_uploads(images, components.settings)
     timings = Timings()
     result = await run_blocking(
-        components, lambda: recognizer.enroll(name, data, external_id=external_id, timings=timings)
+        components,
+        lambda: recognizer.enroll(name, data, external_id=external_id, timings=timings, allow_conflict=allow_conflict),
     )
     finish(response, components, timings)
     await audit.record(
@@ -176,7 +182,7 @@ async def detect(
     faces, found, (width, height) = await run_blocking(components, lambda: recognizer.analyzer.detect(data, timings))
     finish(response, components, timings)
     return DetectResponse(
-        faces=[DetectedFace.of(f) for f in faces],
+        faces=[DetectedFace.of(f, q) for f, q in faces],
         faces_detected=found,
         faces_omitted=found - len(faces),
         width=width,

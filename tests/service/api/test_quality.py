@@ -1,0 +1,68 @@
+"""Hard faces (issue 11), as the API shows them: quality on every face, the two enrollment gates,
+and a threshold that rises for a poor face."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from fastapi.testclient import TestClient
+from PIL import Image, ImageFilter
+
+from tests.conftest import orl, photo
+from tests.service.api.conftest import files
+
+
+def degraded(data: bytes) -> bytes:
+    """A heavily blurred, dark copy: a face a detector still finds, too poor to enroll."""
+    image = Image.open(io.BytesIO(data)).convert("RGB").resize((400, 480))
+    image = image.filter(ImageFilter.GaussianBlur(9))
+    dark = (np.asarray(image, np.float32) * 0.18).astype(np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(dark).save(out, "PNG")
+    return out.getvalue()
+
+
+def test_every_face_carries_its_quality(client: TestClient) -> None:
+    detected = client.post("/detect", files=files("image", photo("obama.jpg"))).json()["faces"][0]
+    quality = detected["quality"]
+    assert quality["for_recognition"] in ("high", "medium")
+    assert set(quality) >= {"sharpness", "brightness", "contrast", "face_size", "yaw", "pitch", "roll", "reasons"}
+    enrolled = client.post("/enroll", data={"name": "Obama"}, files=files("images", photo("obama.jpg"))).json()
+    assert enrolled["accepted"][0]["quality"]["for_recognition"] in ("high", "medium")
+    face = client.post("/identify", files=files("image", photo("obama2.jpg"))).json()["faces"][0]
+    assert face["quality"]["for_recognition"] in ("high", "medium") and face["decision"] == "match"
+    assert face["threshold"] is not None
+
+
+def test_a_low_quality_photo_is_refused_at_enrollment_with_the_reason(client: TestClient) -> None:
+    poor = degraded(photo("obama.jpg"))
+    quality = client.post("/detect", files=files("image", poor)).json()["faces"][0]["quality"]
+    assert quality["for_recognition"] == "low" and quality["reasons"]
+    r = client.post("/enroll", data={"name": "poor"}, files=files("images", poor))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "low_quality", r.text
+    assert any(reason in r.json()["error"]["message"] for reason in quality["reasons"])
+    mixed = client.post("/enroll", data={"name": "mixed"}, files=files("images", photo("obama.jpg"), poor)).json()
+    assert [a["image"] for a in mixed["accepted"]] == [0]
+    assert [(x["image"], x["code"]) for x in mixed["rejected"]] == [(1, "low_quality")]
+    # A poor face held to a higher bar when identified.
+    face = client.post("/identify", files=files("image", poor)).json()
+    assert face["faces"][0]["threshold"] > face["threshold"]
+
+
+def test_a_face_already_enrolled_as_someone_else_is_refused_unless_allowed(client: TestClient) -> None:
+    first = client.post("/enroll", data={"name": "s1"}, files=files("images", orl(1, 1))).json()["identity"]
+    r = client.post("/enroll", data={"name": "s1 again"}, files=files("images", orl(1, 2)))
+    assert r.status_code == 409 and r.json()["error"]["code"] == "identity_conflict", r.text
+    assert f"identity {first['id']} (s1)" in r.json()["error"]["message"]
+    assert client.get("/identities").json()["total"] == 1  # nothing stored
+    both = client.post("/enroll", data={"name": "two"}, files=files("images", orl(2, 1), orl(1, 3))).json()
+    assert [a["image"] for a in both["accepted"]] == [0]
+    assert both["rejected"][0]["code"] == "identity_conflict"
+    # Adding more photos of the same person to that person is no conflict.
+    more = client.post(f"/identities/{first['id']}/faces", files=files("images", orl(1, 4)))
+    assert more.status_code == 201, more.text
+    allowed = client.post(
+        "/enroll", data={"name": "s1 twin", "allow_conflict": "true"}, files=files("images", orl(1, 2))
+    )
+    assert allowed.status_code == 201
