@@ -94,7 +94,7 @@ def database_error(exc: Exception) -> FaceIdError | None:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FaceIdError)
     async def _domain(_: Request, exc: FaceIdError) -> JSONResponse:
-        if exc.status >= 500:
+        if exc.status >= 500 and exc.status != 503:  # 503s (database away, overload) are logged where raised
             log.error("%s: %s", exc.code, exc.message)
         response = error_response(exc.status, exc.code, exc.message)
         if exc.headers:
