@@ -77,7 +77,11 @@ def client_loop(urls: list[str], ledger: Ledger, seed: int, deadline: float) -> 
                 # Recorded before the request: a face may be stored even when its answer is lost.
                 with ledger.lock:
                     ledger.sent[target].update(hashlib.sha256(p).hexdigest() for p in photos)
-                r = http.post(f"{url}/identities/{target}/faces", files=multipart("images", photos))
+                r = http.post(
+                    f"{url}/identities/{target}/faces",
+                    data={"allow_conflict": "true"},
+                    files=multipart("images", photos),
+                )
                 if r.status_code == 201:
                     ledger.record(r.json(), photos, new=False)
             elif op == "delete_face":

@@ -46,7 +46,9 @@ def postgres_stopped() -> Iterator[None]:
 
 def enroll(url: str, name: str, person: int, photo: int) -> httpx.Response:
     files = [("images", ("p.pgm", orl(person, photo), "image/x-portable-graymap"))]
-    return httpx.post(url + "/enroll", headers=AUTH, data={"name": name}, files=files, timeout=30)
+    return httpx.post(
+        url + "/enroll", headers=AUTH, data={"name": name, "allow_conflict": "true"}, files=files, timeout=30
+    )
 
 
 class Load:
