@@ -47,6 +47,19 @@ class DetectorOptions:
     min_face: int = 12  # pixels, shorter box side in the original image
 
 
+def detection_input(image: NDArray[np.uint8], max_side: int) -> tuple[NDArray[np.uint8], float]:
+    """An (H, W, 3) RGB image as the BGR copy a detector runs on, scaled down so that its long side
+    is at most `max_side` (never below one pixel a side), and the scale applied."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) image, got {image.shape}")
+    h, w = image.shape[:2]
+    scale = min(1.0, max_side / max(h, w))
+    if scale != 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        image = np.asarray(cv2.resize(image, size, interpolation=cv2.INTER_AREA), np.uint8)
+    return np.ascontiguousarray(image[:, :, ::-1]), scale
+
+
 class YuNetDetector:
     """OpenCV's YuNet (MIT). cv2.FaceDetectorYN keeps per-call state, so one per thread."""
 
@@ -80,16 +93,8 @@ class YuNetDetector:
         return np.zeros((0, 15), np.float32) if found is None else found.astype(np.float32)
 
     def detect(self, image: NDArray[np.uint8]) -> list[Face]:
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) image, got {image.shape}")
+        bgr, scale = detection_input(image, self.options.max_side)
         h, w = image.shape[:2]
-        scale = min(1.0, self.options.max_side / max(h, w))
-        small = (
-            image
-            if scale == 1.0
-            else cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        )
-        bgr = np.ascontiguousarray(small[:, :, ::-1])
         rows = self._run(bgr)
         offset = np.zeros(2, np.float32)
         if len(rows) == 0 and self.options.pad_ratio > 0:

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
-from service.vision.detect import DetectorOptions, Face
+from service.vision.detect import DetectorOptions, Face, detection_input
 from service.vision.onnx import create_session
 
 STRIDES = (8, 16, 32)
@@ -90,16 +90,8 @@ class RetinaFaceDetector:
         return boxes[chosen], points[chosen], scores[chosen]
 
     def detect(self, image: NDArray[np.uint8]) -> list[Face]:
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"expected an (H, W, 3) image, got {image.shape}")
+        bgr, scale = detection_input(image, self.options.max_side)
         h, w = image.shape[:2]
-        scale = min(1.0, self.options.max_side / max(h, w))
-        small = (
-            image
-            if scale == 1.0
-            else cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        )
-        bgr = np.ascontiguousarray(small[:, :, ::-1])
         boxes, points, scores = self._run(bgr)
         offset = np.zeros(2, np.float32)
         if len(scores) == 0 and self.options.pad_ratio > 0:

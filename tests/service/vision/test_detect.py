@@ -46,3 +46,8 @@ def test_coordinates_map_back_from_the_reduced_detection_scale(detector: YuNetDe
 
 def test_blank_image_has_no_face(detector: YuNetDetector) -> None:
     assert detector.detect(np.full((480, 640, 3), 127, np.uint8)) == []
+
+
+def test_a_strip_too_thin_to_scale_is_not_a_crash(detector: YuNetDetector) -> None:
+    """A 3000x2 photo scaled to a 640 long side would be 0 pixels high: detection must still run."""
+    assert detector.detect(np.full((2, 3000, 3), 128, np.uint8)) == []
