@@ -171,15 +171,15 @@ class SelfCalibration:
         merged = self._merged()
         if not len(merged):
             return np.zeros(0), 0, 0, 0
-        owners = merged[:, 2:4].astype(np.int64)
-        keys, inverse = np.unique(owners, axis=0, return_inverse=True)
+        # One int64 key per pair of identities: a 1-D unique is ~10x cheaper than unique rows.
+        keys, inverse = np.unique(_pair_key(merged[:, 2:4].astype(np.int64)), return_inverse=True)
         inverse = inverse.ravel()
         best = np.full(len(keys), -np.inf)
         np.maximum.at(best, inverse, merged[:, 4])
         excluded = np.zeros(len(keys), bool)
         if self._excluded:
             flagged = np.array(sorted(self._excluded), dtype=np.int64)
-            excluded = np.isin(_pair_key(keys), _pair_key(flagged))
+            excluded = np.isin(keys, _pair_key(flagged))
         duplicate = excluded | (best >= self.duplicate_bound)
         remaining = np.nonzero(~duplicate)[0]
         trim = int(self.trim_fraction * len(remaining))

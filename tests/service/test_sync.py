@@ -152,3 +152,18 @@ def test_verify_against_an_identity_accounts_for_its_number_of_faces(tmp_path: P
     raised = r.verify(orl(5, 9), identity_id=many.id)
     assert raised.threshold > pair and raised.decision == "match"
     collections.store.close()
+
+
+def test_a_collection_keeps_at_most_its_calibration_pairs(db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The service's cap on self-calibration pairs reaches every collection's calibration (a soak
+    found the library's 10x larger default in use: seconds-long stalls and growing memory)."""
+    monkeypatch.setattr("service.collections.CALIBRATION_PAIRS", 50)
+    r = build(db_url)
+    try:
+        for seed in range(30):  # 30 identities of one face each: 435 between-identity pairs
+            r.store.create_identity(default_id(r), f"p{seed}", None, [new_face(r, seed)])
+        r.sync()
+        calibration = r.state(DEFAULT).calibration
+        assert calibration is not None and 0 < calibration.pairs_kept <= 50
+    finally:
+        r.store.close()
