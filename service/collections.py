@@ -165,7 +165,9 @@ class Collections:
         policy = self._policy(record)
         # Only a threshold that follows an FPIR target has a use for the gallery's own pairs.
         calibration = (
-            SelfCalibration(max_pairs=CALIBRATION_PAIRS) if self._self_calibration and isinstance(policy, GalleryAwareThreshold) else None
+            SelfCalibration(max_pairs=CALIBRATION_PAIRS)
+            if self._self_calibration and isinstance(policy, GalleryAwareThreshold)
+            else None
         )
         return CollectionState(record, gallery, policy, calibration)
 
