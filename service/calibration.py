@@ -153,6 +153,13 @@ class SelfCalibration:
         self._excluded.add((min(identity_a, identity_b), max(identity_a, identity_b)))
         self._tail = None
 
+    def set_exclusions(self, pairs: Iterable[tuple[int, int]]) -> None:
+        """All the flagged pairs of identities at once (the database's list), replacing any before."""
+        excluded = {(min(a, b), max(a, b)) for a, b in pairs}
+        if excluded != self._excluded:
+            self._excluded = excluded
+            self._tail = None
+
     def _merged(self) -> NDArray[np.float64]:
         if not self._pairs:
             return np.zeros((0, 5))

@@ -43,7 +43,7 @@ class ModelMismatch(FaceIdError):
 # self-calibration: comparing each with up to 2,000 others is cheap for 20,000, not for 1M.
 CALIBRATION_SAMPLE = 20_000
 # A new self tail is published at most this often, off the request path: at the pair cap below,
-# taking the tail holds the change log for ~0.2 s and preparing it costs ~0.3 s more of CPU
+# taking the tail holds the change log for ~0.03 s and preparing it costs ~0.3 s more of CPU
 # (a soak with 2,000,000 pairs every 5 s let p99 grow from 2.9 to 6.8 s at 10,000 faces).
 RECALIBRATE_EVERY = 60.0
 # Pairs of faces kept per collection: enough for exceedances down to ~1e-5, ~8 MB.
@@ -184,7 +184,11 @@ class Collections:
         for state in list(self._states.values()):
             if state.calibration is None or not state.stale:
                 continue
+            # Pairs flagged by the identity-conflict gate, by any replica: they arrive with faces
+            # (which made this state stale), and are read here, once per new tail.
+            flagged = self.store.conflicts(state.record.id)
             with self._lock:
+                state.calibration.set_exclusions(flagged)
                 tail = state.calibration.tail()
                 state.stale = False
             if isinstance(state.threshold, GalleryAwareThreshold):

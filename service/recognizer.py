@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Nearest faces a new face is checked against for the identity-conflict gate: the first names
+# the refusal; with allow_conflict, every other identity among them at the threshold is flagged.
+CONFLICT_CANDIDATES = 3
+
 __all__ = ["Accepted", "Decision", "EnrollResult", "IdentifiedFace", "IdentifyResult", "Match", "Recognizer"]
 
 
@@ -142,35 +146,37 @@ class Recognizer:
             for (index, face, quality), record in zip(chosen, records, strict=True)
         ]
 
-    def _without_conflicts(
+    def _conflict_gate(
         self,
         chosen: list[tuple[int, Face, FaceQuality]],
         new: list[NewFace],
         rejected: list[Rejection],
         own: int | None,
-    ) -> tuple[list[tuple[int, Face, FaceQuality]], list[NewFace], list[Rejection]]:
-        """Leave out the faces that already match another identity of the collection at the decision
+        allow: bool,
+    ) -> tuple[list[tuple[int, Face, FaceQuality]], list[NewFace], list[Rejection], list[tuple[int, float]]]:
+        """Find the faces that already match another identity of the collection at the decision
         threshold: one person enrolled twice splits their matches and poisons the threshold's own
-        impostor pairs. Raises IdentityConflict when no face is left."""
+        impostor pairs. Unless `allow`, they are left out (IdentityConflict when no face is left);
+        with it they are kept, and the clashes come back as (other identity, similarity) to be
+        stored with the faces, so that self-calibration leaves that pair of identities out."""
         gallery = self._state.gallery
         if not self.conflict_gate or not new or gallery.size == 0:
-            return chosen, new, rejected
+            return chosen, new, rejected, []
         limit = self.decision(None, gallery.size).threshold
-        hits = gallery.search(np.stack([f.embedding for f in new]), 2)
-        clashes = {
-            i: next((c for c in row if c.identity_id != own and c.similarity >= limit), None)
-            for i, row in enumerate(hits)
-        }
-        if not any(clashes.values()):
-            return chosen, new, rejected
-        names = self.store.get_identities(sorted({c.identity_id for c in clashes.values() if c is not None}))
+        hits = gallery.search(np.stack([f.embedding for f in new]), CONFLICT_CANDIDATES)
+        others = [[c for c in row if c.identity_id != own and c.similarity >= limit] for row in hits]
+        if not any(others):
+            return chosen, new, rejected, []
+        if allow:
+            return chosen, new, rejected, [(c.identity_id, c.similarity) for row in others for c in row]
+        names = self.store.get_identities(sorted({row[0].identity_id for row in others if row}))
         keep_chosen, keep_new, refused = [], [], list(rejected)
-        for i, (item, face) in enumerate(zip(chosen, new, strict=True)):
-            clash = clashes[i]
-            if clash is None:
+        for item, face, clashes in zip(chosen, new, others, strict=True):
+            if not clashes:
                 keep_chosen.append(item)
                 keep_new.append(face)
                 continue
+            clash = clashes[0]
             other = names.get(clash.identity_id)
             who = f"identity {clash.identity_id}" + (f" ({other.name})" if other else "")
             refused.append(
@@ -185,7 +191,7 @@ class Recognizer:
             raise IdentityConflict(
                 "; ".join(f"image {r.image}: {r.message}" for r in refused if r.code == "identity_conflict")
             )
-        return keep_chosen, keep_new, sorted(refused, key=lambda r: r.image)
+        return keep_chosen, keep_new, sorted(refused, key=lambda r: r.image), []
 
     # --- writes -----------------------------------------------------------------
 
@@ -200,10 +206,9 @@ class Recognizer:
     ) -> EnrollResult:
         timings = timings or Timings()
         chosen, new, rejected = self.analyzer.new_faces(images, timings)
-        if not allow_conflict:
-            chosen, new, rejected = self._without_conflicts(chosen, new, rejected, own=None)
+        chosen, new, rejected, conflicts = self._conflict_gate(chosen, new, rejected, None, allow_conflict)
         with timings.stage("db"):
-            identity, records = self.store.create_identity(name, external_id, new)
+            identity, records = self.store.create_identity(name, external_id, new, conflicts)
         self._after_write()
         return EnrollResult(identity, self._accepted(chosen, records), rejected)
 
@@ -218,10 +223,9 @@ class Recognizer:
         timings = timings or Timings()
         self.store.get_identity(identity_id)  # 404 before any inference; the write checks again
         chosen, new, rejected = self.analyzer.new_faces(images, timings)
-        if not allow_conflict:
-            chosen, new, rejected = self._without_conflicts(chosen, new, rejected, own=identity_id)
+        chosen, new, rejected, conflicts = self._conflict_gate(chosen, new, rejected, identity_id, allow_conflict)
         with timings.stage("db"):
-            identity, records = self.store.add_faces(identity_id, new)
+            identity, records = self.store.add_faces(identity_id, new, conflicts)
         self._after_write()
         return EnrollResult(identity, self._accepted(chosen, records), rejected)
 

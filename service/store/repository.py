@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import Engine, create_engine, delete, event, func, select, text
+from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from service.errors import Conflict, NotFound
-from service.store.tables import CollectionRow, FaceEventRow, FaceRow, IdentityRow
+from service.store.tables import CollectionRow, FaceEventRow, FaceRow, IdentityConflictRow, IdentityRow
 
 
 @dataclass(frozen=True)
@@ -266,6 +266,7 @@ class Store:
             session.add_all(
                 FaceEventRow(op="remove", face_id=f, identity_id=i, collection_id=row.id, model=m) for f, i, m in faces
             )
+            session.execute(delete(IdentityConflictRow).where(IdentityConflictRow.collection_id == row.id))
             session.execute(delete(IdentityRow).where(IdentityRow.collection_id == row.id))
             session.delete(row)
             session.commit()
@@ -320,10 +321,52 @@ class Store:
         )
         return [_face_record(r) for r in rows]
 
+    def _flag_conflicts(self, session: Session, identity: IdentityRow, conflicts: Sequence[tuple[int, float]]) -> None:
+        """Record that `identity` matched these (other identity, similarity) at enrollment. Others
+        deleted meanwhile, of another collection or already flagged with it are skipped."""
+        best: dict[int, float] = {}
+        for other, similarity in conflicts:
+            if other != identity.id:
+                best[other] = max(similarity, best.get(other, -1.0))
+        if not best:
+            return
+        alive = set(
+            session.scalars(
+                select(IdentityRow.id).where(
+                    IdentityRow.id.in_(best), IdentityRow.collection_id == identity.collection_id
+                )
+            )
+        )
+        flagged = {
+            (int(a), int(b))
+            for a, b in session.execute(
+                select(IdentityConflictRow.identity_a, IdentityConflictRow.identity_b).where(
+                    or_(IdentityConflictRow.identity_a == identity.id, IdentityConflictRow.identity_b == identity.id)
+                )
+            )
+        }
+        for other in sorted(alive):
+            pair = (min(other, identity.id), max(other, identity.id))
+            if pair not in flagged:
+                session.add(
+                    IdentityConflictRow(
+                        identity_a=pair[0],
+                        identity_b=pair[1],
+                        collection_id=identity.collection_id,
+                        similarity=float(best[other]),
+                    )
+                )
+
     def create_identity(
-        self, collection_id: int, name: str, external_id: str | None, faces: list[NewFace]
+        self,
+        collection_id: int,
+        name: str,
+        external_id: str | None,
+        faces: list[NewFace],
+        conflicts: Sequence[tuple[int, float]] = (),
     ) -> tuple[IdentityRecord, list[FaceRecord]]:
-        """One transaction: the identity and all its faces, or nothing."""
+        """One transaction: the identity and all its faces (and the conflicts they were enrolled
+        past, as (other identity, similarity)), or nothing."""
         with self._writer() as session:
             if session.get(CollectionRow, collection_id) is None:
                 raise NotFound(f"collection {collection_id} does not exist")
@@ -337,13 +380,18 @@ class Store:
             session.add(row)
             session.flush()
             records = self._add_faces(session, row, faces)
+            self._flag_conflicts(session, row, conflicts)
             self._commit(session, external_id)
             return IdentityRecord(
                 row.id, row.name, row.external_id, len(records), row.created_at, row.updated_at
             ), records
 
     def add_faces(
-        self, collection_id: int, identity_id: int, faces: list[NewFace]
+        self,
+        collection_id: int,
+        identity_id: int,
+        faces: list[NewFace],
+        conflicts: Sequence[tuple[int, float]] = (),
     ) -> tuple[IdentityRecord, list[FaceRecord]]:
         """Faces for an identity that exists when they are written: the check and the write are one
         serialised transaction, so an identity deleted meanwhile gives NotFound and nothing is stored."""
@@ -351,6 +399,7 @@ class Store:
             row = self._identity(session, collection_id, identity_id)
             try:
                 records = self._add_faces(session, row, faces)
+                self._flag_conflicts(session, row, conflicts)
                 row.updated_at = records[0].created_at if records else row.updated_at
                 session.commit()
             except IntegrityError as exc:  # belt and braces: the foreign key says it is gone
@@ -437,6 +486,11 @@ class Store:
                 )
                 for fid, model in faces
             )
+            session.execute(
+                delete(IdentityConflictRow).where(
+                    or_(IdentityConflictRow.identity_a == identity_id, IdentityConflictRow.identity_b == identity_id)
+                )
+            )
             session.execute(delete(IdentityRow).where(IdentityRow.id == identity_id))
             session.commit()
         self._forget()
@@ -507,6 +561,16 @@ class Store:
             position = int(rows[0][4]) if rows else int(session.scalar(select(seq)) or 0)
         return position, {int(c): GalleryFingerprint(position, int(n), int(a), int(b)) for c, n, a, b, _ in rows}
 
+    def conflicts(self, collection_id: int) -> list[tuple[int, int]]:
+        """The collection's pairs of identities flagged as possibly one person, (lower id, higher id)."""
+        with self._sessions() as session:
+            rows = session.execute(
+                select(IdentityConflictRow.identity_a, IdentityConflictRow.identity_b)
+                .where(IdentityConflictRow.collection_id == collection_id)
+                .order_by(IdentityConflictRow.identity_a, IdentityConflictRow.identity_b)
+            ).all()
+            return [(int(a), int(b)) for a, b in rows]
+
     def last_change(self) -> int:
         with self._sessions() as session:
             return int(session.scalar(select(func.coalesce(func.max(FaceEventRow.seq), 0))) or 0)
@@ -558,12 +622,14 @@ class CollectionStore:
         self.collection_id = collection_id
 
     def create_identity(
-        self, name: str, external_id: str | None, faces: list[NewFace]
+        self, name: str, external_id: str | None, faces: list[NewFace], conflicts: Sequence[tuple[int, float]] = ()
     ) -> tuple[IdentityRecord, list[FaceRecord]]:
-        return self.store.create_identity(self.collection_id, name, external_id, faces)
+        return self.store.create_identity(self.collection_id, name, external_id, faces, conflicts)
 
-    def add_faces(self, identity_id: int, faces: list[NewFace]) -> tuple[IdentityRecord, list[FaceRecord]]:
-        return self.store.add_faces(self.collection_id, identity_id, faces)
+    def add_faces(
+        self, identity_id: int, faces: list[NewFace], conflicts: Sequence[tuple[int, float]] = ()
+    ) -> tuple[IdentityRecord, list[FaceRecord]]:
+        return self.store.add_faces(self.collection_id, identity_id, faces, conflicts)
 
     def get_identity(self, identity_id: int) -> IdentityRecord:
         return self.store.get_identity(self.collection_id, identity_id)

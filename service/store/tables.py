@@ -137,6 +137,22 @@ class FaceEventRow(Base):
     __table_args__ = (Index("ix_face_events_face_id", "face_id"), NEVER_REUSE_IDS)
 
 
+class IdentityConflictRow(Base):
+    """Two identities of a collection whose faces matched at enrollment, enrolled anyway
+    (allow_conflict=true): perhaps one person twice, so their scores are not impostor pairs
+    for the collection's self-calibration. `identity_a` < `identity_b`."""
+
+    __tablename__ = "identity_conflicts"
+
+    identity_a: Mapped[int] = mapped_column(BigId, ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True)
+    identity_b: Mapped[int] = mapped_column(
+        BigId, ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    collection_id: Mapped[int] = mapped_column(BigId, index=True)
+    similarity: Mapped[float] = mapped_column(Float)  # the best face pair's, when it was flagged
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 class ApiKeyRow(Base):
     """An API key: only a hash of it is stored; `prefix` is public and finds the row."""
 

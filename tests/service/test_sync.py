@@ -167,3 +167,45 @@ def test_a_collection_keeps_at_most_its_calibration_pairs(db_url: str, monkeypat
         assert calibration is not None and 0 < calibration.pairs_kept <= 50
     finally:
         r.store.close()
+
+
+def test_a_conflict_enrolled_anyway_leaves_the_pair_out_of_every_replicas_calibration(recognizer: Collections) -> None:
+    """allow_conflict=true stores the flagged pair with the faces; a second process, following the
+    log, leaves that pair of identities out of its self-calibration, and forgets it with them."""
+    follower = other_process(recognizer)
+    try:
+        writer = recognizer.recognizer(DEFAULT)
+        first = writer.enroll("s1", [orl(1, 1)]).identity
+        writer.enroll("s2", [orl(2, 1)])
+        twin = writer.enroll("s1 twin", [orl(1, 2)], allow_conflict=True).identity
+        assert recognizer.store.conflicts(default_id(recognizer)) == [(first.id, twin.id)]
+        follower.sync()
+        calibration = follower.state(DEFAULT).calibration
+        assert calibration is not None
+        calibration.duplicate_bound = 1.0  # only the flag may drop the pair, not its score
+        follower.recalibrate(force=True)
+        tail = follower.state(DEFAULT).self_tail
+        assert tail is not None and (tail.identity_pairs, tail.dropped_duplicates) == (2, 1)
+        writer.delete_identity(twin.id)
+        assert recognizer.store.conflicts(default_id(recognizer)) == []
+        follower.sync()
+        follower.recalibrate(force=True)
+        tail = follower.state(DEFAULT).self_tail
+        assert tail is not None and (tail.identity_pairs, tail.dropped_duplicates) == (1, 0)
+    finally:
+        follower.store.close()
+
+
+def test_a_conflict_with_an_identity_deleted_meanwhile_is_not_stored(recognizer: Collections) -> None:
+    cid = default_id(recognizer)
+    gone, _ = recognizer.store.create_identity(cid, "gone", None, [new_face(recognizer, 1)])
+    kept, _ = recognizer.store.create_identity(cid, "kept", None, [new_face(recognizer, 2)])
+    recognizer.store.delete_identity(cid, gone.id)
+    new, _ = recognizer.store.create_identity(
+        cid, "new", None, [new_face(recognizer, 3)], conflicts=[(gone.id, 0.6), (kept.id, 0.5), (kept.id, 0.7)]
+    )
+    assert recognizer.store.conflicts(cid) == [(kept.id, new.id)]
+    recognizer.store.add_faces(cid, kept.id, [new_face(recognizer, 4)], conflicts=[(new.id, 0.8)])  # flagged already
+    assert recognizer.store.conflicts(cid) == [(kept.id, new.id)]
+    recognizer.store.delete_collection(DEFAULT)
+    assert recognizer.store.conflicts(cid) == []
