@@ -4,8 +4,9 @@ glibc gives each thread that contends for the heap an arena of its own, up to 8 
 and an arena keeps the high-water mark of what its threads ever held: a server whose
 request threads (anyio's pool, the inference pool, ONNX Runtime's) each decode megapixel
 images keeps acquiring arenas and growing for the first half hour of load (a 30-minute
-soak: RSS +5% from minute 5 to minute 19, then flat). Capping the arenas is the usual cure
-(`MALLOC_ARENA_MAX`); `mallopt` does it from inside the process, before the threads start.
+soak on PostgreSQL: RSS 520 MB, +5.4% from minute 5, flat after minute 19; with 2 arenas
+434 MB and +2.4%). Capping the arenas is the usual cure (`MALLOC_ARENA_MAX`); `mallopt`
+does it from inside the process, before the threads start.
 """
 
 from __future__ import annotations

@@ -41,10 +41,13 @@ def test_pipeline_times_every_stage_for_both_images(tmp_path: Path) -> None:
 
 
 def test_gallery_exact_indexes_agree_with_numpy(tmp_path: Path) -> None:
-    gallery.main(["--sizes", "2000", "--dims", "128", "--queries", "20", "--out", str(tmp_path)])
+    gallery.main(["--sizes", "2000", "--dims", "128", "--queries", "20", "--rounds", "2", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "gallery.json").read_text())
     row = saved["results"]["128"]["2000"]
-    assert row["numpy"]["median_ms"] > 0
+    assert row["numpy"]["median_ms"] > 0 and len(row["numpy"]["per_round_ms"]) == 2
+    low, high = row["flat"]["service"]["spread_ms"]
+    assert low <= row["flat"]["service"]["median_ms"] <= high
+    assert row["ivf"]["chosen"]["raw"]["n"] == 40
     assert row["flat"]["recall_at_1"] == 1.0
     assert row["flat_fp16"]["recall_at_1"] >= 0.95
     assert 0.0 <= row["hnsw"]["recall_at_1"] <= 1.0
