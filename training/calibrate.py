@@ -157,7 +157,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--detector",
         choices=("cascade", "retinaface", "yunet"),
         default=None,
-        help="face detector (default: the service's, the RetinaFace + YuNet cascade)",
+        help="face detector (default yunet, as the shipped record was made; cascade is the service's default)",
     )
     parser.add_argument(
         "--pair-far", type=float, default=None, help="also recalibrate the 1:1 threshold at this false-accept rate"

@@ -1,7 +1,8 @@
 """`faceid-train prepare`: raw photos per identity -> aligned 112x112 crops, by the service's own code.
 
-Decoding (EXIF orientation, formats, size limits), detection (the service's default
-detector, the RetinaFace + YuNet cascade, unless `--detector` says otherwise) and 5-point
+Decoding (EXIF orientation, formats, size limits), detection (YuNet, the detector the
+shipped models were trained and calibrated with; `--detector cascade` for the service's
+default) and 5-point
 alignment are the functions the service runs on every request, so a model trained
 on these crops sees at training time what it will see when serving. Photos that
 cannot be used are listed with the reason in `rejected.csv` and `report.json`.
@@ -148,12 +149,11 @@ def write_report(report: PrepareReport, dst: Path) -> None:
 
 
 def default_detector(kind: str | None = None) -> Detector:
-    """The service's detector, as the service builds it: its `detector` setting's default unless
-    `kind` names another (cascade, retinaface, yunet)."""
-    from service.settings import Settings
+    """A detector as the service builds it: YuNet (what the shipped models were trained and
+    calibrated with) unless `kind` names another (cascade, retinaface)."""
     from service.vision.detectors import build_detector
 
-    return build_detector(kind or Settings.model_fields["detector"].default)  # type: ignore[arg-type]
+    return build_detector(kind or "yunet")  # type: ignore[arg-type]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +170,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--detector",
         choices=("cascade", "retinaface", "yunet"),
         default=None,
-        help="face detector (default: the service's, the RetinaFace + YuNet cascade)",
+        help="face detector (default yunet, as the shipped models were made; cascade is the service's default)",
     )
     parser.add_argument("--no-progress", action="store_true")
 
