@@ -21,7 +21,8 @@ def test_a_target_is_met_only_when_the_whole_spread_is_clear_of_it() -> None:
 
 def test_interleaved_rounds_against_a_server_it_starts(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
-    argv = ["--server", "--image", str(FACE_640), "--clients", "1", "--requests", "2", "--out", str(out)]
+    argv = ["--server", "--image", str(FACE_640), "--phone-photo", "1600x1200", "--clients", "1", "--requests", "2"]
+    argv += ["--out", str(out)]
     rounds = ["--baseline", "--rounds", "2", "--round-calls", "3", "--target", "50"]
     load.main([*argv, *rounds, "--round-clients", "2", "--throughput-target", "0.05"])
     report = json.loads(out.read_text())["interleaved"]
@@ -31,3 +32,9 @@ def test_interleaved_rounds_against_a_server_it_starts(tmp_path: Path) -> None:
     assert report["verdict"] == "met"  # HTTP and the database do not cost 50x the pipeline
     assert all(r["2_clients_rps"] > 0 and r["one_client_rps"] > 0 for r in report["per_round"])
     assert report["throughput_verdict"] == "met"  # two clients get at least 5% of one client's throughput
+    # the 4-client tail and the phone photo, per round and judged against issue 4's 2x
+    assert all(r["2_clients_p99_ms"] >= r["2_clients_p50_ms"] > 0 for r in report["per_round"])
+    assert report["tail_ratio_spread"][0] <= report["tail_ratio_median"] <= report["tail_ratio_spread"][1]
+    assert report["tail_verdict"] in {"met", "undecided", "not met"}
+    assert all(r["large_p50_ms"] > 0 for r in report["per_round"])
+    assert report["large_ratio_median"] > 0 and report["large_verdict"] in {"met", "undecided", "not met"}
