@@ -104,6 +104,14 @@ class FaceList(BaseModel):
     items: list[FacePublic]
 
 
+class OcclusionPublic(BaseModel):
+    """How covered the eyes and the mouth look, 0 (open) .. 1 (covered): a measured rule on the
+    aligned face, not a learned model (`service.vision.occlusion`); 0.5 and above counts as covered."""
+
+    eyes: float = Field(ge=0, le=1, description="sunglasses, an eye patch, a hand over the eyes")
+    mouth: float = Field(ge=0, le=1, description="a mask, a scarf, a hand over the mouth")
+
+
 class QualityPublic(BaseModel):
     """How fit a face is for recognition, in the spirit of Azure Face's qualityForRecognition."""
 
@@ -114,8 +122,11 @@ class QualityPublic(BaseModel):
     yaw: float = Field(description="degrees; positive: the nose points to the image's right")
     pitch: float = Field(description="degrees; positive: the nose points down")
     roll: float = Field(description="degrees; positive: turned clockwise in the image")
+    occlusion: OcclusionPublic
     for_recognition: Literal["high", "medium", "low"]
-    reasons: list[str] = Field(description="the bars a medium or low face missed, e.g. blurry, dark, turned")
+    reasons: list[str] = Field(
+        description="the bars a medium or low face missed, e.g. blurry, dark, turned, eyes_covered, mouth_covered"
+    )
 
     @classmethod
     def of(cls, quality: FaceQuality | None) -> QualityPublic | None:

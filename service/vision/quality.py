@@ -9,6 +9,8 @@ a face is judged the same whatever the photo's size:
 - yaw, pitch, roll in degrees, from where the five landmarks fall against the
   ArcFace template (roll: the rotation that uprights them; yaw: the nose left or right of the eyes'
   centre line; pitch: the nose up or down between the eye line and the mouth line);
+- occlusion of the eyes and of the mouth, 0..1 (`service.vision.occlusion`): covered eyes
+  make a face `low` (`eyes_covered`), a covered mouth keeps it from `high` (`mouth_covered`);
 - for_recognition: `high`, `medium` or `low`, from those measures with cut-offs
   calibrated on the degradation suite (`bench.robustness`, see `LEVELS`).
 
@@ -27,6 +29,7 @@ from numpy.typing import NDArray
 
 from service.vision.align import ARCFACE_SIZE, ARCFACE_TEMPLATE, align_face, similarity_transform
 from service.vision.detect import Face
+from service.vision.occlusion import Occlusion, occlusion
 
 Level = Literal["high", "medium", "low"]
 
@@ -58,9 +61,9 @@ class Cutoffs:
 
 # Calibrated on bench.robustness (cascade detector + SFace, 2,080 degraded searches): every clean
 # photo is at least `medium` (clean minima: sharpness 87, brightness 0.29, contrast 0.08), and
-# `low` holds the faces the embedder cannot be trusted with: DIR 0.65 there against 0.94-0.95
-# for `medium` and `high`, and strangers pass the default threshold 9x as often (FPIR 1.4% vs
-# 0.15% for `high`).
+# `low` holds the faces the embedder cannot be trusted with. With covered eyes counted `low` too
+# (service.vision.occlusion): DIR 0.75 there against 0.95-0.96 for `medium` and `high`, and
+# strangers pass the default threshold at 1.14% against 0.22% (`medium`) and 0% (`high`).
 LEVELS: dict[str, Cutoffs] = {
     "low": Cutoffs(
         min_face_size=10.0,
@@ -86,8 +89,8 @@ LEVELS: dict[str, Cutoffs] = {
 
 # What the decision should add to its threshold for a face of each level (bench.robustness):
 # +0.02 on `low` holds FPIR under 1% in every condition of the suite (worst 1.71% -> 0.85%)
-# for 0.4 points of pooled DIR (0.902 -> 0.898); abstaining on `low` instead costs 8 points
-# (0.824), 18-36 of them in the dark, low-resolution and blur conditions.
+# for 1.0 point of pooled DIR (0.902 -> 0.892; 5.5 of them on sunglasses, whose faces are
+# nearly all `low`); abstaining on `low` instead costs 17 points (0.737).
 THRESHOLD_MARGIN: dict[str, float] = {"high": 0.0, "medium": 0.0, "low": 0.02}
 
 
@@ -100,12 +103,14 @@ class FaceQuality:
     yaw: float
     pitch: float
     roll: float
+    occlusion: Occlusion
     for_recognition: Level
     reasons: tuple[str, ...]  # the bars a `low` or `medium` face missed
 
     def public(self) -> dict[str, Any]:
         out = asdict(self)
         out["reasons"] = list(self.reasons)
+        out["occlusion"] = {k: round(v, 3) for k, v in out["occlusion"].items()}
         return {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
 
 
@@ -149,8 +154,17 @@ def photometry(crop: NDArray[np.uint8]) -> tuple[float, float, float]:
     return sharpness, float(inner.mean() / 255.0), float(inner.std() / 255.0)
 
 
-def level(quality: dict[str, float], levels: dict[str, Cutoffs] = LEVELS) -> tuple[Level, tuple[str, ...]]:
-    """The `for_recognition` level of measured values, and the bars it missed."""
+# Occlusion's place in the level. Covered eyes take most of what tells people apart: on the
+# suite, sunglasses are the condition with the lowest rank-1 after blur. A mask leaves the eyes
+# and brows: SFace still finds 100% of the masked faces at rank 1, so it only keeps a face from `high`.
+OCCLUDED_LOW = frozenset({"eyes_covered"})
+
+
+def level(
+    quality: dict[str, float], levels: dict[str, Cutoffs] = LEVELS, covered: tuple[str, ...] = ()
+) -> tuple[Level, tuple[str, ...]]:
+    """The `for_recognition` level of measured values (and of the regions found covered, see
+    `service.vision.occlusion`), and the bars it missed."""
 
     def missed(c: Cutoffs) -> list[str]:
         out = []
@@ -172,10 +186,10 @@ def level(quality: dict[str, float], levels: dict[str, Cutoffs] = LEVELS) -> tup
             out.append("rotated")
         return out
 
-    low = missed(levels["low"])
+    low = missed(levels["low"]) + [c for c in covered if c in OCCLUDED_LOW]
     if low:
         return "low", tuple(low)
-    high = missed(levels["high"])
+    high = missed(levels["high"]) + list(covered)
     return ("medium", tuple(high)) if high else ("high", ())
 
 
@@ -193,8 +207,9 @@ def assess(face: Face, crop: NDArray[np.uint8]) -> FaceQuality:
         "pitch": pitch,
         "roll": roll,
     }
-    verdict, reasons = level(measured)
-    return FaceQuality(**measured, for_recognition=verdict, reasons=reasons)
+    covered = occlusion(crop)
+    verdict, reasons = level(measured, covered=covered.covered)
+    return FaceQuality(**measured, occlusion=covered, for_recognition=verdict, reasons=reasons)
 
 
 def assess_image(image: NDArray[np.uint8], face: Face) -> FaceQuality:

@@ -60,6 +60,10 @@ def test_a_tiny_run_reports_every_condition(tmp_path: Path) -> None:
         "4",
         "--face-free",
         "10",
+        "--speed-rounds",
+        "2",
+        "--speed-repeat",
+        "3",
         "--out",
         str(tmp_path),
     ]
@@ -71,8 +75,14 @@ def test_a_tiny_run_reports_every_condition(tmp_path: Path) -> None:
     clean = entry["conditions"]["clean"]
     assert clean["detection_recall"] == 1.0 and clean["rank1"] == 1.0
     assert clean["mated"] == 4 and clean["non_mated"] == 4
+    assert clean["eyes_covered"] == 0.0 and entry["conditions"]["sunglasses"]["eyes_covered"] > 0.5
     assert entry["face_free"]["images"] == 10 and entry["face_free"]["with_a_detection"] == 0
     assert report["protocol"]["gallery_size"] == 11
-    assert entry["single_face_640x480"]["cpu_median_ms"] > 0
+    speed = entry["single_face_640x480"]
+    assert speed["rounds"] == 2 and speed["cpu_ms"]["median"] > 0
+    assert speed["wall_ms"]["spread"][0] <= speed["wall_ms"]["median"] <= speed["wall_ms"]["spread"][1]
     with np.load(tmp_path / "robustness_probes.npz") as probes:
-        assert probes["retinaface/clean__quality"].shape == (8, len(robustness.QUALITY_FIELDS))
+        assert probes["retinaface/clean__quality"].shape == (
+            8,
+            len(robustness.QUALITY_FIELDS) + len(robustness.OCCLUSION_FIELDS),
+        )

@@ -28,6 +28,7 @@ def test_every_face_carries_its_quality(client: TestClient) -> None:
     quality = detected["quality"]
     assert quality["for_recognition"] in ("high", "medium")
     assert set(quality) >= {"sharpness", "brightness", "contrast", "face_size", "yaw", "pitch", "roll", "reasons"}
+    assert quality["occlusion"] == {"eyes": 0.0, "mouth": 0.0}
     enrolled = client.post("/enroll", data={"name": "Obama"}, files=files("images", photo("obama.jpg"))).json()
     assert enrolled["accepted"][0]["quality"]["for_recognition"] in ("high", "medium")
     face = client.post("/identify", files=files("image", photo("obama2.jpg"))).json()["faces"][0]
@@ -48,6 +49,27 @@ def test_a_low_quality_photo_is_refused_at_enrollment_with_the_reason(client: Te
     # A poor face held to a higher bar when identified.
     face = client.post("/identify", files=files("image", poor)).json()
     assert face["faces"][0]["threshold"] > face["threshold"]
+
+
+def test_a_face_in_sunglasses_is_refused_at_enrollment_and_found_covered(client: TestClient) -> None:
+    from service.vision.decode import decode_image
+    from service.vision.detect import largest_face
+    from service.vision.detectors import build_detector
+    from tests.occluders import sunglasses
+
+    image = decode_image(photo("obama.jpg"))
+    face = largest_face(build_detector("cascade").detect(image))
+    assert face is not None
+    out = io.BytesIO()
+    Image.fromarray(sunglasses(image, face)).save(out, "JPEG", quality=90)
+    covered = out.getvalue()
+    quality = client.post("/detect", files=files("image", covered)).json()["faces"][0]["quality"]
+    assert quality["occlusion"]["eyes"] >= 0.5 and quality["occlusion"]["mouth"] < 0.5, quality
+    assert quality["for_recognition"] == "low" and "eyes_covered" in quality["reasons"]
+    r = client.post("/enroll", data={"name": "in sunglasses"}, files=files("images", covered))
+    assert r.status_code == 422 and r.json()["error"]["code"] == "low_quality", r.text
+    assert "eyes_covered" in r.json()["error"]["message"]
+    assert client.get("/identities").json()["total"] == 0  # nothing stored
 
 
 def test_a_face_already_enrolled_as_someone_else_is_refused_unless_allowed(client: TestClient) -> None:
