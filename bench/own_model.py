@@ -28,7 +28,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bench.accuracy import _Embedder, distractor_crops, embed_batches, evaluate, orl_crops
-from bench.common import FACE_640, machine, shared_asset, time_call, write_json
+from bench.common import FACE_640, OUT, machine, report_written, shared_asset, time_call, write_json
 from service.settings import Settings
 from service.vision.align import align_face
 from service.vision.decode import decode_image
@@ -97,8 +97,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--out", type=Path, help="default: <model>/eval")
     parser.add_argument("--cache", type=Path, default=Path("data/own/cache/distractor_crops_seed0.npy"))
     parser.add_argument("--rounds", type=int, default=5, help="interleaved latency rounds")
-    parser.add_argument("--repeat", type=int, default=20, help="batch-1 calls per model per round")
+    parser.add_argument("--repeat", type=int, default=100, help="batch-1 calls per model per round")
     parser.add_argument("--latency-only", action="store_true", help="measure the per-face latency alone")
+    parser.add_argument("--publish", action="store_true", help="with --latency-only: copy its JSON to bench/results/")
     args = parser.parse_args(argv)
 
     detector = YuNetDetector(load_detector_model(), DetectorOptions())
@@ -119,11 +120,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     image = decode_image(FACE_640.read_bytes())
     crop = align_face(image, detector.detect(image)[0].landmarks)
     if args.latency_only:
-        timing = {"machine": machine(), "latency": latency(embedders, crop, args.rounds, args.repeat)}
+        timing = {
+            "machine": machine(),
+            "onnx_threads": Settings().onnx_threads,
+            "rounds": args.rounds,
+            "calls_per_round": args.repeat,
+            "latency": latency(embedders, crop, args.rounds, args.repeat),
+        }
         timing["load_average_after"] = machine()["load_average_1_5_15"]
         print(json.dumps(timing, indent=1))
-        if args.out is not None:
-            write_json(args.out / "latency.json", timing)
+        report_written(write_json((args.out or OUT) / "own_model_latency.json", timing), publish_results=args.publish)
         return timing
 
     crops, people, photos = orl_crops(detector)
