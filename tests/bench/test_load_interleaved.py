@@ -38,3 +38,12 @@ def test_interleaved_rounds_against_a_server_it_starts(tmp_path: Path) -> None:
     assert report["tail_verdict"] in {"met", "undecided", "not met"}
     assert all(r["large_p50_ms"] > 0 for r in report["per_round"])
     assert report["large_ratio_median"] > 0 and report["large_verdict"] in {"met", "undecided", "not met"}
+
+
+def test_the_cost_of_checking_a_key_is_measured_round_by_round(tmp_path: Path) -> None:
+    report = load.auth_overhead(3, 2, tmp_path / "server.log")
+    assert len(report["per_round"]) == 2 and report["route"] == "GET /identities?limit=1"
+    low, high = report["overhead_spread_ms"]
+    assert low <= report["overhead_ms"] <= high
+    assert all(r["p50_ms_with_auth"] > 0 and r["p50_ms_without_auth"] > 0 for r in report["per_round"])
+    assert report["verdict"] in {"met", "undecided", "not met"}
