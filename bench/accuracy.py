@@ -34,7 +34,7 @@ from numpy.typing import NDArray
 from bench.common import ORL, OUT, machine, report_written, shared_asset, write_json
 from service.vision.align import align_face
 from service.vision.decode import decode_image
-from service.vision.detect import DetectorOptions, YuNetDetector, largest_face
+from service.vision.detect import Detector, DetectorOptions, YuNetDetector, largest_face
 from service.vision.embed import OnnxEmbedder
 from service.vision.models import load_detector_model, load_embedder_model
 from training.metrics import SearchResults, det_curve, search, search_metrics, threshold_at_rate
@@ -52,7 +52,7 @@ class _Embedder(Protocol):
     def embed(self, crops: Sequence[NDArray[np.uint8]]) -> NDArray[np.float32]: ...
 
 
-def orl_crops(detector: YuNetDetector) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
+def orl_crops(detector: Detector) -> tuple[NDArray[np.uint8], NDArray[np.int64], NDArray[np.int64]]:
     """Aligned crops of every ORL dev photo (N, 112, 112, 3), with person and photo number."""
     crops, people, photos = [], [], []
     for person in [*ENROLLED, *NEVER_ENROLLED]:
@@ -99,9 +99,7 @@ def _draw_faces(weights: Path) -> Callable[[NDArray[np.float32]], NDArray[np.uin
     return draw
 
 
-def distractor_crops(
-    count: int, detector: YuNetDetector, weights: Path, seed: int = 0, start: int = 0
-) -> NDArray[np.uint8]:
+def distractor_crops(count: int, detector: Detector, weights: Path, seed: int = 0, start: int = 0) -> NDArray[np.uint8]:
     """`count` aligned crops of synthetic faces: upscaled to 256, padded by 64 on grey, detected, aligned.
 
     A draw in which no face is found is skipped; the latents are a fixed stream, so
@@ -132,7 +130,7 @@ def embed_batches(embedder: _Embedder, crops: NDArray[np.uint8], batch: int = 64
 
 
 def cached_distractors(
-    count: int, detector: YuNetDetector, embedders: dict[str, _Embedder], weights: Path | None, cache: Path
+    count: int, detector: Detector, embedders: dict[str, _Embedder], weights: Path | None, cache: Path
 ) -> dict[str, NDArray[np.float32]]:
     """Distractor embeddings per model, extended and cached in `cache` (an .npz) as needed."""
     have: dict[str, NDArray[np.float32]] = {}

@@ -7,6 +7,7 @@ from the shared assets folder at bench time and never copied into the repository
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from service.vision.detect import Detector
 from service.vision.manifest import ModelManifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,3 +181,21 @@ def check_held_out(manifest: ModelManifest, evaluators: Iterable[str]) -> None:
     shared = people & set(evaluators)
     if shared:
         raise ValueError(f"{manifest.model_id} was calibrated on {sorted(shared)}, who also evaluate it")
+
+
+def add_detector_argument(parser: argparse.ArgumentParser) -> None:
+    """`--detector`, by default the service's own (FACEID_DETECTOR's default): a figure about the
+    service should see faces aligned as the service aligns them."""
+    from service.settings import Settings
+    from service.vision.detectors import DETECTOR_KINDS
+
+    default = Settings.model_fields["detector"].default
+    parser.add_argument(
+        "--detector", choices=DETECTOR_KINDS, default=default, help=f"face detector (default: the service's, {default})"
+    )
+
+
+def detector_named(kind: str) -> Detector:
+    from service.vision.detectors import build_detector
+
+    return build_detector(kind)  # type: ignore[arg-type]

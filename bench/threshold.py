@@ -1,6 +1,6 @@
 """Does the gallery-aware threshold keep strangers out as the gallery grows?
 
-    python -m bench.threshold [--distractors 100,1000,10000] [--targets 0.01,0.05] [--publish]
+    python -m bench.threshold [--distractors 100,1000,10000] [--targets 0.01,0.05] [--detector cascade] [--publish]
 
 Gallery: ORL s1..s10 with 3 photos each, plus N DCGAN distractors (each its own
 identity; the same seed-0 faces as bench.accuracy, disjoint from the seed-1001
@@ -22,6 +22,10 @@ faces resemble each other far more than real people do, so most synthetic strang
 pass every one of these thresholds against DCGAN distractors (calibration leaves
 synthetic-vs-synthetic pairs out; gallery self-calibration is what catches it, see
 `bench.self_calibration`).
+Faces are found and aligned by the service's own detector (`--detector`, by default
+FACEID_DETECTOR's default, the cascade), as `/identify` would align them; the impostor
+record in the manifest was made with YuNet crops, so this also checks that its
+promise carries over to the service's alignment.
 Writes bench/out/threshold.json and bench/out/threshold_fpir.png.
 """
 
@@ -35,11 +39,21 @@ import numpy as np
 from numpy.typing import NDArray
 
 from bench.accuracy import ENROLLED, NEVER_ENROLLED, cached_distractors, embed_batches, orl_crops
-from bench.common import ORL_STRANGERS, OUT, check_held_out, machine, report_written, shared_asset, write_json
+from bench.common import (
+    ORL_STRANGERS,
+    OUT,
+    add_detector_argument,
+    check_held_out,
+    detector_named,
+    machine,
+    report_written,
+    shared_asset,
+    write_json,
+)
 from service.threshold import GalleryAwareThreshold, binomial_bounds
-from service.vision.detect import DetectorOptions, YuNetDetector
+from service.vision.detect import Detector
 from service.vision.embed import OnnxEmbedder
-from service.vision.models import load_detector_model, load_embedder_model
+from service.vision.models import load_embedder_model
 from training.plots import save_figure
 
 ENROLLED_PHOTOS = 3
@@ -72,11 +86,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--synthetic-strangers", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--publish", action="store_true")
+    add_detector_argument(parser)
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.distractors.split(",")]
     targets = [float(t) for t in args.targets.split(",")]
 
-    detector = YuNetDetector(load_detector_model(), DetectorOptions())
+    detector = detector_named(args.detector)
     manifest, model = load_embedder_model("builtin:sface")
     if manifest.impostors is None:
         raise SystemExit("the SFace manifest has no impostor record; run `faceid-train calibrate` first")
@@ -87,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     crops, people, photos = orl_crops(detector)
     orl = embed_batches(embedder, crops)
     distractors = cached_distractors(
-        max(counts), detector, {"sface": embedder}, weights, args.out / "cache" / "distractors_seed0.npz"
+        max(counts), detector, {"sface": embedder}, weights, args.out / "cache" / f"distractors_{args.detector}.npz"
     )["sface"]
     strangers_synthetic = _synthetic_strangers(args, detector, embedder, weights)
 
@@ -99,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     report: dict[str, Any] = {
         "machine": machine(),
+        "detector": args.detector,
         "fixed_threshold": fixed,
         "targets": targets,
         "strangers": [f"orl:s{p}" for p in NEVER_ENROLLED],
@@ -141,13 +157,13 @@ def _share(scores: NDArray[np.float32], threshold: float) -> float | None:
 
 
 def _synthetic_strangers(
-    args: argparse.Namespace, detector: YuNetDetector, embedder: OnnxEmbedder, weights: Path | None
+    args: argparse.Namespace, detector: Detector, embedder: OnnxEmbedder, weights: Path | None
 ) -> NDArray[np.float32]:
     if args.synthetic_strangers <= 0 or weights is None:
         return np.zeros((0, embedder.manifest.embedding_size), np.float32)
     from bench.accuracy import distractor_crops
 
-    cache = args.out / "cache" / f"strangers_seed7_{args.synthetic_strangers}.npz"
+    cache = args.out / "cache" / f"strangers_seed7_{args.synthetic_strangers}_{args.detector}.npz"
     if cache.exists():
         with np.load(cache) as stored:
             return np.asarray(stored["sface"], dtype=np.float32)
