@@ -1,12 +1,13 @@
 """Open-set identification on the ORL dev people, with synthetic DCGAN distractors in the gallery.
 
-    python -m bench.accuracy [--distractors 0,100,1000,10000] [--enrolled 1,3] [--publish]
+    python -m bench.accuracy [--distractors 0,100,1000,10000] [--enrolled 1,3] [--detector cascade] [--publish]
 
 Protocol: s1..s10 are enrolled with their first 1 (or 3) photos; their other photos
 are mated probes; every photo of s11..s20 is a non-mated probe (never enrolled).
 Distractors are DCGAN synthetic faces (64x64, upscaled to 256 and padded), each its
 own identity in the gallery. Every face goes through the service's own code:
-decode, YuNet detect, ArcFace-template align; the same 112x112 crops are embedded
+decode, detect (the service's detector, `--detector`: by default the cascade), ArcFace-template
+align; the same 112x112 crops are embedded
 by SFace (the service default, via the service's embedder) and by the peer
 (InsightFace MobileFaceNet, w600k_mbf, from the shared assets).
 
@@ -31,12 +32,21 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from bench.common import ORL, OUT, machine, report_written, shared_asset, write_json
+from bench.common import (
+    ORL,
+    OUT,
+    add_detector_argument,
+    detector_named,
+    machine,
+    report_written,
+    shared_asset,
+    write_json,
+)
 from service.vision.align import align_face
 from service.vision.decode import decode_image
-from service.vision.detect import Detector, DetectorOptions, YuNetDetector, largest_face
+from service.vision.detect import Detector, largest_face
 from service.vision.embed import OnnxEmbedder
-from service.vision.models import load_detector_model, load_embedder_model
+from service.vision.models import load_embedder_model
 from training.metrics import SearchResults, det_curve, search, search_metrics, threshold_at_rate
 from training.plots import save_figure
 
@@ -211,11 +221,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--no-peer", action="store_true", help="SFace only (also implied without the shared assets)")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--publish", action="store_true", help="copy the JSON and PNGs to bench/results/")
+    add_detector_argument(parser)
     args = parser.parse_args(argv)
     counts = [int(c) for c in args.distractors.split(",")]
     enrolled = [int(e) for e in args.enrolled.split(",")]
 
-    detector = YuNetDetector(load_detector_model(), DetectorOptions())
+    detector = detector_named(args.detector)
     manifest, model = load_embedder_model("builtin:sface")
     embedders: dict[str, _Embedder] = {"sface": OnnxEmbedder(manifest, model, providers=["CPUExecutionProvider"])}
     mbf_path = None if args.no_peer else shared_asset("peers", "w600k_mbf.onnx")
@@ -240,10 +251,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     weights = shared_asset("synthetic", "dcgan_digiface_64px.tar")
     distractors = cached_distractors(
-        max(counts), detector, embedders, weights, args.out / "cache" / "distractors_seed0.npz"
+        max(counts), detector, embedders, weights, args.out / "cache" / f"distractors_{args.detector}.npz"
     )
     report: dict[str, Any] = {
         "machine": machine(),
+        "detector": args.detector,
         "protocol": {
             "enrolled_people": list(ENROLLED),
             "never_enrolled_people": list(NEVER_ENROLLED),

@@ -71,7 +71,7 @@ def test_accuracy_reports_open_set_metrics(tmp_path: Path) -> None:
     assert (tmp_path / "accuracy_det_3.png").stat().st_size > 0
     if HAVE_GENERATOR:
         assert report["results"]["sface"]["enrolled_3"]["5"]["gallery_identities"] == 15
-        assert (tmp_path / "cache" / "distractors_seed0.npz").exists()
+        assert (tmp_path / "cache" / "distractors_cascade.npz").exists()
     if HAVE_PEERS:
         assert report["results"]["mbf"]["enrolled_3"]["0"]["rank1"] > 0.9
 
