@@ -423,20 +423,21 @@ class Store:
     def get_identities(self, collection_id: int, ids: list[int]) -> dict[int, IdentityRecord]:
         if not ids:
             return {}
+        # One round trip (it is on /identify's path): the identities with their face counts.
+        faces = (
+            select(func.count(FaceRow.id)).where(FaceRow.identity_id == IdentityRow.id).correlate(IdentityRow)
+        ).scalar_subquery()
+        query = select(
+            IdentityRow.id,
+            IdentityRow.name,
+            IdentityRow.external_id,
+            faces,
+            IdentityRow.created_at,
+            IdentityRow.updated_at,
+        ).where(IdentityRow.id.in_(ids), IdentityRow.collection_id == collection_id)
         with self._sessions() as session:
-            counts = dict(
-                session.execute(
-                    select(FaceRow.identity_id, func.count(FaceRow.id))
-                    .where(FaceRow.identity_id.in_(ids))
-                    .group_by(FaceRow.identity_id)
-                ).all()
-            )
-            rows = session.scalars(
-                select(IdentityRow).where(IdentityRow.id.in_(ids), IdentityRow.collection_id == collection_id)
-            ).all()
             return {
-                r.id: IdentityRecord(r.id, r.name, r.external_id, int(counts.get(r.id, 0)), r.created_at, r.updated_at)
-                for r in rows
+                r[0]: IdentityRecord(r[0], r[1], r[2], int(r[3] or 0), r[4], r[5]) for r in session.execute(query).all()
             }
 
     def list_identities(

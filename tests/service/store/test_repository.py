@@ -84,3 +84,17 @@ def test_every_write_is_in_the_change_log(store: Store) -> None:
     ]
     assert store.last_change() == log[-1].seq
     assert store.changes_since(log[1].seq)[0].op == "remove"
+
+
+def test_identities_read_in_one_query_keep_their_face_counts_collection_and_utc_times(store: Store) -> None:
+    ada, ada_faces = people(store).create_identity("Ada", None, [face(1), face(2), face(3)])
+    bob, _ = people(store).create_identity("Bob", "b-1", [face(4)])
+    people(store).delete_face(ada.id, ada_faces[0].id)
+    other = store.collection(store.ensure_collection("other", "m@1").id)
+    stranger, _ = other.create_identity("Cy", None, [face(5)])
+    got = people(store).get_identities([ada.id, bob.id, stranger.id, 10**9])
+    assert set(got) == {ada.id, bob.id}  # another collection's identity and a missing id are not returned
+    assert (got[ada.id].faces, got[bob.id].faces) == (2, 1)
+    assert got[bob.id].external_id == "b-1" and got[ada.id].name == "Ada"
+    assert all(r.created_at.utcoffset() is not None and r.updated_at.utcoffset() is not None for r in got.values())
+    assert got[ada.id] == people(store).get_identity(ada.id)
