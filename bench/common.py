@@ -15,12 +15,15 @@ import subprocess
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from service.vision.detect import Detector
-from service.vision.manifest import ModelManifest
+from service.vision.manifest import ImpostorTail, ModelManifest
+
+if TYPE_CHECKING:
+    from service.vision.embed import OnnxEmbedder
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "bench" / "out"
@@ -181,6 +184,19 @@ def check_held_out(manifest: ModelManifest, evaluators: Iterable[str]) -> None:
     shared = people & set(evaluators)
     if shared:
         raise ValueError(f"{manifest.model_id} was calibrated on {sorted(shared)}, who also evaluate it")
+
+
+def held_out_sface(evaluators: Iterable[str]) -> tuple[OnnxEmbedder, ImpostorTail]:
+    """The built-in SFace on CPU and its impostor record, refused when the record is missing or
+    when any of `evaluators` helped calibrate it."""
+    from service.vision.embed import OnnxEmbedder
+    from service.vision.models import load_embedder_model
+
+    manifest, model = load_embedder_model("builtin:sface")
+    if manifest.impostors is None:
+        raise SystemExit("the SFace manifest has no impostor record; run `faceid-train calibrate` first")
+    check_held_out(manifest, evaluators)
+    return OnnxEmbedder(manifest, model, providers=["CPUExecutionProvider"]), manifest.impostors
 
 
 def add_detector_argument(parser: argparse.ArgumentParser) -> None:

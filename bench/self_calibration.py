@@ -47,8 +47,9 @@ from bench.common import (
     OUT,
     REPO,
     add_detector_argument,
-    check_held_out,
+    calibration_people,
     detector_named,
+    held_out_sface,
     machine,
     report_written,
     shared_asset,
@@ -61,7 +62,6 @@ from service.vision.decode import decode_image
 from service.vision.detect import Detector
 from service.vision.embed import OnnxEmbedder
 from service.vision.manifest import ImpostorTail
-from service.vision.models import load_embedder_model
 from training.plots import save_figure
 
 PHOTOS = REPO / "tests" / "fixtures" / "photos"
@@ -201,11 +201,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     targets = [float(t) for t in args.targets.split(",")]
 
     detector = detector_named(args.detector)
-    manifest, model = load_embedder_model("builtin:sface")
-    if manifest.impostors is None:
-        raise SystemExit("the SFace manifest has no impostor record; run `faceid-train calibrate` first")
-    check_held_out(manifest, [f"orl:s{p}" for p in NEVER_ENROLLED])
-    embedder = OnnxEmbedder(manifest, model, providers=["CPUExecutionProvider"])
+    embedder, impostors = held_out_sface(f"orl:s{p}" for p in NEVER_ENROLLED)
+    manifest = embedder.manifest
     people = real_people(detector, embedder)
     pool = np.unique(people.owners[people.enrolled])
     distractors = np.zeros((0, manifest.embedding_size), np.float32)
@@ -220,12 +217,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "detector": args.detector,
         "pool_identities": len(pool),
         "strangers": [f"orl:s{p}" for p in NEVER_ENROLLED],
-        "calibrated_on": sorted(set(manifest.threshold.people) | set(manifest.impostors.people)),
+        "calibrated_on": sorted(calibration_people(manifest)),
         "targets": targets,
         "results": {},
     }
     for target in targets:
-        policy_set = policies(manifest.impostors, target, manifest.threshold.cosine)
+        policy_set = policies(impostors, target, manifest.threshold.cosine)
         per_target: dict[str, Any] = {}
         for asked in sizes:
             size = len(pool) if asked <= 0 else min(asked, len(pool))

@@ -43,8 +43,9 @@ from bench.common import (
     ORL_STRANGERS,
     OUT,
     add_detector_argument,
-    check_held_out,
+    calibration_people,
     detector_named,
+    held_out_sface,
     machine,
     report_written,
     shared_asset,
@@ -53,7 +54,6 @@ from bench.common import (
 from service.threshold import GalleryAwareThreshold, binomial_bounds
 from service.vision.detect import Detector
 from service.vision.embed import OnnxEmbedder
-from service.vision.models import load_embedder_model
 from training.plots import save_figure
 
 ENROLLED_PHOTOS = 3
@@ -92,12 +92,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     targets = [float(t) for t in args.targets.split(",")]
 
     detector = detector_named(args.detector)
-    manifest, model = load_embedder_model("builtin:sface")
-    if manifest.impostors is None:
-        raise SystemExit("the SFace manifest has no impostor record; run `faceid-train calibrate` first")
-    check_held_out(manifest, [f"orl:s{p}" for p in NEVER_ENROLLED])
+    embedder, impostors = held_out_sface(f"orl:s{p}" for p in NEVER_ENROLLED)
+    manifest = embedder.manifest
     assert set(ORL_STRANGERS) == {f"orl:s{p}" for p in NEVER_ENROLLED}
-    embedder = OnnxEmbedder(manifest, model, providers=["CPUExecutionProvider"])
     weights = shared_asset("synthetic", "dcgan_digiface_64px.tar")
     crops, people, photos = orl_crops(detector)
     orl = embed_batches(embedder, crops)
@@ -110,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     mated = np.isin(people, list(ENROLLED)) & ~enrolled
     strangers = np.isin(people, list(NEVER_ENROLLED))
     fixed = manifest.threshold.cosine
-    policies = {t: GalleryAwareThreshold(manifest.impostors, t, fixed) for t in targets}
+    policies = {t: GalleryAwareThreshold(impostors, t, fixed) for t in targets}
 
     report: dict[str, Any] = {
         "machine": machine(),
@@ -118,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "fixed_threshold": fixed,
         "targets": targets,
         "strangers": [f"orl:s{p}" for p in NEVER_ENROLLED],
-        "calibrated_on": sorted(set(manifest.threshold.people) | set(manifest.impostors.people)),
+        "calibrated_on": sorted(calibration_people(manifest)),
         "results": {},
     }
     for count in counts:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bench.accuracy import NEVER_ENROLLED
-from bench.common import ORL_STRANGERS, calibration_people, check_held_out
+from bench.common import ORL_STRANGERS, calibration_people, check_held_out, held_out_sface
 from service.vision.models import load_embedder_model
 from tests.service.api.test_recognition import STRANGERS
 
@@ -37,6 +37,13 @@ def test_the_check_fails_on_a_shared_person_or_an_unnamed_calibration() -> None:
     )
     with pytest.raises(ValueError, match="does not say"):
         check_held_out(unnamed, ORL_STRANGERS)
+
+
+def test_the_benchmarks_sface_is_refused_to_anyone_who_calibrated_it() -> None:
+    embedder, impostors = held_out_sface(ORL_STRANGERS)
+    assert embedder.manifest.impostors == impostors
+    with pytest.raises(ValueError, match=r"orl:s1\b"):
+        held_out_sface(["orl:s1", *ORL_STRANGERS])
 
 
 def test_calibrate_records_its_people_and_keeps_real_pairs_apart() -> None:
