@@ -252,7 +252,20 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _sqlite_parent(cls, value: str) -> str:
+    def _database_url(cls, value: str) -> str:
+        """A SQLite or PostgreSQL URL; a SQLite file's folder is made. Errors never echo the
+        URL: it may carry a password."""
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(value).get_backend_name()
+        except ArgumentError:
+            raise ValueError(
+                "not a database URL; use sqlite:///path/to/faceid.db or postgresql+psycopg://user:pass@host/db"
+            ) from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"the {backend} database is not supported; use SQLite or PostgreSQL")
         if value.startswith("sqlite:///") and ":memory:" not in value:
             Path(value.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
         return value

@@ -28,3 +28,18 @@ def test_other_tools_variables_in_dotenv_are_ignored(monkeypatch: pytest.MonkeyP
     (tmp_path / ".env").write_text("FACEID_PROT=9001\n")
     with pytest.raises(ValidationError, match="FACEID_PROT"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [("", "not a database URL"), ("faceid.db", "not a database URL"), ("mysql://u:hunter2@h/db", "mysql")],
+)
+def test_a_database_url_that_cannot_work_is_refused_without_echoing_it(
+    monkeypatch: pytest.MonkeyPatch, url: str, says: str
+) -> None:
+    monkeypatch.setenv("FACEID_DATABASE_URL", url)
+    with pytest.raises(ValidationError, match=says) as caught:
+        Settings()
+    assert "hunter2" not in str(caught.value)
+    monkeypatch.setenv("FACEID_DATABASE_URL", "postgresql+psycopg://u:hunter2@db.example/faceid")
+    assert Settings().database_url.endswith("/faceid")
