@@ -6,7 +6,7 @@ import unicodedata
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from service.recognizer import Decision, EnrollResult, IdentifiedFace, IdentifyResult, VerifyResult
 from service.store import FaceRecord, IdentityRecord
@@ -28,6 +28,10 @@ def printable(value: str) -> str:
 
 
 Printable = AfterValidator(printable)
+# Text fields: the length (and pattern) go before `Printable`, so that a long value is told
+# "at most N characters" (after a validator pydantic would count "items").
+NameText = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"\S"), Printable]
+ExternalIdText = Annotated[str, StringConstraints(min_length=1, max_length=200), Printable]
 
 
 def _sig(value: float | None) -> float | None:
@@ -76,8 +80,8 @@ class IdentityList(BaseModel):
 class IdentityUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, Printable] | None = Field(default=None, min_length=1, max_length=200)
-    external_id: Annotated[str, Printable] | None = Field(default=None, min_length=1, max_length=200)
+    name: NameText | None = None
+    external_id: ExternalIdText | None = None
 
 
 class FacePublic(BaseModel):

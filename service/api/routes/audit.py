@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, StringConstraints
 
 from service.api.auth import AdminKey
 from service.api.deps import ComponentsDep, run_db
@@ -33,10 +33,10 @@ Time = Annotated[datetime, BeforeValidator(rfc3339)]
 async def audit_log(
     _: AdminKey,
     components: ComponentsDep,
-    collection: Annotated[Annotated[str, Printable] | None, Query(max_length=64)] = None,
+    collection: Annotated[Annotated[str, StringConstraints(max_length=64), Printable] | None, Query()] = None,
     identity_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     key_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
-    action: Annotated[Annotated[str, Printable] | None, Query(max_length=40)] = None,
+    action: Annotated[Annotated[str, StringConstraints(max_length=40), Printable] | None, Query()] = None,
     since: Annotated[Time | None, Query(description="entries at or after this time (RFC 3339)")] = None,
     until: Annotated[Time | None, Query(description="entries before this time (RFC 3339)")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, File, Path, Query, Response, UploadFile, status
+from pydantic import StringConstraints
 
 from service.api.audit import AuditDep
 from service.api.auth import AdminKey, DeleteKey, EnrollKey, ReadKey
@@ -41,8 +42,8 @@ async def list_identities(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     name: Annotated[
-        Annotated[str, Printable] | None,
-        Query(max_length=200, description="Case-insensitive substring of the name."),
+        Annotated[str, StringConstraints(max_length=200), Printable] | None,
+        Query(description="Case-insensitive substring of the name."),
     ] = None,
 ) -> IdentityList:
     items, total = await run_db(lambda: recognizer.store.list_identities(limit=limit, offset=offset, name=name))

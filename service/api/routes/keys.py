@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Response, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from service.api.auth import AdminKey
 from service.api.deps import ComponentsDep, run_db
@@ -22,7 +22,7 @@ KeyId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The key's id.")]
 
 
 class KeyCreate(BaseModel):
-    name: Annotated[str, Printable] = Field(min_length=1, max_length=100, examples=["shop-frontend"])
+    name: Annotated[str, StringConstraints(min_length=1, max_length=100), Printable] = Field(examples=["shop-frontend"])
     scopes: list[Scope] = Field(min_length=1, description=f"Any of {', '.join(SCOPES)}.", examples=[["identify"]])
     collections: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]] | None = Field(
         default=None,

@@ -15,9 +15,10 @@ from service.api.schemas import (
     DetectedFace,
     DetectResponse,
     EnrollResponse,
+    ExternalIdText,
     IdentifyResponse,
     ModelPublic,
-    Printable,
+    NameText,
     VerifyResponse,
 )
 from service.errors import InvalidInput
@@ -25,14 +26,9 @@ from service.timing import Timings
 
 router = APIRouter(tags=["recognition"])
 
-Name = Annotated[
-    str,
-    Printable,
-    Form(min_length=1, max_length=200, pattern=r"\S", description="Display name.", examples=["Ada Lovelace"]),
-]
+Name = Annotated[NameText, Form(description="Display name.", examples=["Ada Lovelace"])]
 ExternalId = Annotated[
-    Annotated[str, Printable] | None,
-    Form(min_length=1, max_length=200, description="Your own unique key for this person (in this collection)."),
+    ExternalIdText | None, Form(description="Your own unique key for this person (in this collection).")
 ]
 Images = Annotated[list[UploadFile], File(description="One or more photos (repeat the field), at most 20.")]
 AllowConflict = Annotated[

@@ -65,6 +65,8 @@ def test_form_fields_are_validated(shared: TestClient) -> None:
         r = shared.post("/enroll", data=data, files=ok_image)
         assert r.status_code == 422, (data, r.json())
         assert r.json()["error"]["code"] == "invalid_request"
+    long = shared.post("/enroll", data={"name": "x" * 201}, files=ok_image).json()["error"]["message"]
+    assert long == "name: String should have at most 200 characters", long
     for data in ({"top_k": "0"}, {"top_k": "101"}, {"top_k": "many"}, {"threshold": "2"}):
         r = shared.post("/identify", data=data, files=files("image", orl(1, 1)))
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"

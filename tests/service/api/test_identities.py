@@ -26,6 +26,8 @@ def test_crud(client: TestClient) -> None:
     taken = client.patch(f"/identities/{b_id}", json={"external_id": "a-1"})
     assert taken.status_code == 409 and taken.json()["error"]["code"] == "conflict"
     assert client.patch(f"/identities/{a['id']}", json={}).status_code == 422
+    for renamed in ({"name": "   "}, {"name": "x" * 201}, {"external_id": ""}):  # as strict as /enroll
+        assert client.patch(f"/identities/{a['id']}", json=renamed).status_code == 422, renamed
     assert client.patch(f"/identities/{a['id']}", json={"colour": "red"}).status_code == 422
 
     added = client.post(f"/identities/{a['id']}/faces", files=files("images", orl(1, 3)))
