@@ -73,15 +73,23 @@ class YuNetDetector:
     def _create(self) -> cv2.FaceDetectorYN:
         detector = getattr(self._local, "detector", None)
         if detector is None:
-            detector = cv2.FaceDetectorYN.create(
-                "onnx",
-                self._model,
-                np.array([], dtype=np.uint8),
-                (320, 320),
-                self.options.score_threshold,
-                self.options.nms_threshold,
-                5000,
-            )
+            # OpenCV 5 warns on every creation that its new graph engine ignores the
+            # preferable target (CPU is the only one used): noise in the start-up log.
+            logging = cv2.utils.logging
+            level = logging.getLogLevel()
+            logging.setLogLevel(min(level, logging.LOG_LEVEL_ERROR))
+            try:
+                detector = cv2.FaceDetectorYN.create(
+                    "onnx",
+                    self._model,
+                    np.array([], dtype=np.uint8),
+                    (320, 320),
+                    self.options.score_threshold,
+                    self.options.nms_threshold,
+                    5000,
+                )
+            finally:
+                logging.setLogLevel(level)
             self._local.detector = detector
         return detector
 
