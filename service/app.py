@@ -25,6 +25,7 @@ from service.auth.keys import KeyStore
 from service.collections import DEFAULT, Collections
 from service.faces import FaceAnalyzer
 from service.gallery import FaissGallery
+from service.logs import configure_logging
 from service.memory import limit_malloc_arenas
 from service.metrics import Metrics
 from service.settings import Settings
@@ -257,7 +258,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        configure_logging(settings.log_level)
         limit_malloc_arenas(settings.malloc_arenas)  # before the request and inference threads start
         collections = await anyio.to_thread.run_sync(build_collections, settings)
         workers = ThreadPoolExecutor(max_workers=settings.inference_jobs, thread_name_prefix="faceid-inference")

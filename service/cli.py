@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from service.errors import FaceIdError
+from service.logs import configure_logging
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -228,13 +228,13 @@ def main(argv: list[str] | None = None) -> int:
     bulk.add_argument("--collection", default="default", help="the collection to enroll into (default: default)")
     add_keys_parser(sub)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     flags = {k: getattr(args, k, None) for k in ("host", "port", "workers")}
     try:
         settings = Settings(**{k: v for k, v in flags.items() if v is not None})
     except ValidationError as exc:  # the message only: settings errors never echo their input
         print(f"faceid: {exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level)
     if args.command in (None, "serve"):
         serve(settings)
     elif args.command == "migrate":
