@@ -23,6 +23,9 @@ class Face:
     box: NDArray[np.float32]  # (4,) x1, y1, x2, y2 in image pixels
     landmarks: NDArray[np.float32]  # (5, 2) eyes, nose tip, mouth corners; image-left first
     score: float
+    # Counter-clockwise quarter turns (np.rot90) of the image in which the face was found
+    # upright, its box and landmarks mapped back (service.vision.upright); 0 for most faces.
+    turns: int = 0
 
     @property
     def area(self) -> float:

@@ -5,7 +5,9 @@
   YuNet also finds one, and where RetinaFace finds nothing YuNet's faces are taken;
 - `yunet`: YuNet 2023mar (MIT), score 0.6, the detector before issue 11.
 
-`bench.robustness` measured them against each other (README, Benchmarks).
+`bench.robustness` measured them against each other (README, Benchmarks). Each comes
+wrapped in `UprightDetector`: a face lying on its side or upside down is found again in the
+photo turned upright for it (`service.vision.upright`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from service.vision.cascade import CascadeDetector
 from service.vision.detect import Detector, DetectorOptions, YuNetDetector
 from service.vision.models import load_detector_model, load_retinaface_model
 from service.vision.retinaface import RetinaFaceDetector
+from service.vision.upright import UprightDetector
 
 DetectorKind = Literal["retinaface", "cascade", "yunet"]
 DETECTOR_KINDS: tuple[DetectorKind, ...] = ("retinaface", "cascade", "yunet")
@@ -34,6 +37,12 @@ def build_detector(
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> Detector:
     """`score_threshold` None: the detector's own default (`DEFAULT_SCORE`)."""
+    return UprightDetector(_detector(kind, score_threshold, max_side, min_face, providers))
+
+
+def _detector(
+    kind: DetectorKind, score_threshold: float | None, max_side: int, min_face: int, providers: Sequence[str]
+) -> Detector:
     score = DEFAULT_SCORE[kind] if score_threshold is None else score_threshold
     options = DetectorOptions(score_threshold=score, max_side=max_side, min_face=min_face)
     if kind == "yunet":

@@ -7,6 +7,7 @@ photos, so a model sees in training exactly the crops it will see when serving.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -49,7 +50,7 @@ class FacePipeline:
         with timings.stage("detect"):
             faces = self.detector.detect(image.reduced) if self._can_hold_a_face(image) else []
         if image.scale != 1.0:
-            faces = [Face(f.box * image.scale, f.landmarks * image.scale, f.score) for f in faces]
+            faces = [replace(f, box=f.box * image.scale, landmarks=f.landmarks * image.scale) for f in faces]
         return image, faces
 
     def _can_hold_a_face(self, image: DecodedImage) -> bool:

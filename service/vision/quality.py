@@ -137,6 +137,12 @@ def pose(landmarks: NDArray[np.floating]) -> tuple[float, float, float]:
     return yaw, pitch, roll
 
 
+def residual_roll(roll: float, turns: int) -> float:
+    """What is left of `roll` once the image is turned by `turns` counter-clockwise quarter
+    turns (service.vision.upright), in [-180, 180)."""
+    return (roll - 90.0 * turns + 180.0) % 360.0 - 180.0
+
+
 def face_size(landmarks: NDArray[np.floating]) -> float:
     """Inter-ocular distance in pixels."""
     points = np.asarray(landmarks, np.float64).reshape(5, 2)
@@ -208,7 +214,10 @@ def assess(face: Face, crop: NDArray[np.uint8]) -> FaceQuality:
         "roll": roll,
     }
     covered = occlusion(crop)
-    verdict, reasons = level(measured, covered=covered.covered)
+    # A face found upright in the photo turned by quarter turns is judged on the roll left after
+    # them: its landmarks were found upright, and the crop is as good as an upright face's.
+    judged = measured | {"roll": residual_roll(roll, face.turns)}
+    verdict, reasons = level(judged, covered=covered.covered)
     return FaceQuality(**measured, occlusion=covered, for_recognition=verdict, reasons=reasons)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from service.vision.detect import YuNetDetector
+from service.vision.upright import UprightDetector
 from training.data.prepare import default_detector, prepare
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -17,8 +18,8 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 @pytest.fixture(scope="module")
 def detector() -> YuNetDetector:
     found = default_detector()
-    assert isinstance(found, YuNetDetector)
-    return found
+    assert isinstance(found, UprightDetector) and isinstance(found.inner, YuNetDetector)
+    return found.inner
 
 
 def _raw_tree(root: Path) -> Path:

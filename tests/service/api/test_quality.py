@@ -88,3 +88,22 @@ def test_a_face_already_enrolled_as_someone_else_is_refused_unless_allowed(clien
         "/enroll", data={"name": "s1 twin", "allow_conflict": "true"}, files=files("images", orl(1, 2))
     )
     assert allowed.status_code == 201
+
+
+def test_a_photo_turned_on_its_side_or_upside_down_is_still_recognised(client: TestClient) -> None:
+    """No EXIF orientation to undo (messaging apps strip it): the face is found upright anyway."""
+
+    def turned(data: bytes, degrees: int) -> bytes:
+        out = io.BytesIO()
+        Image.open(io.BytesIO(data)).rotate(degrees, expand=True).save(out, "JPEG", quality=92)
+        return out.getvalue()
+
+    sideways = client.post("/enroll", data={"name": "Obama"}, files=files("images", turned(photo("obama.jpg"), 270)))
+    assert sideways.status_code == 201, sideways.text
+    assert sideways.json()["accepted"][0]["quality"]["for_recognition"] != "low"
+    upright = client.post("/identify", files=files("image", photo("obama2.jpg"))).json()["faces"][0]
+    for degrees in (90, 180, 270):
+        faces = client.post("/identify", files=files("image", turned(photo("obama2.jpg"), degrees))).json()["faces"]
+        assert len(faces) == 1, (degrees, faces)
+        assert faces[0]["decision"] == "match" and faces[0]["identity"]["name"] == "Obama", (degrees, faces[0])
+        assert abs(faces[0]["similarity"] - upright["similarity"]) < 0.05

@@ -5,14 +5,15 @@ from bench import robustness
 from service.vision.cascade import CascadeDetector, iou
 from service.vision.decode import decode_image
 from service.vision.detectors import DETECTOR_KINDS, build_detector
+from service.vision.upright import UprightDetector
 from tests.conftest import photo
 
 
 @pytest.fixture(scope="module")
 def cascade() -> CascadeDetector:
     built = build_detector("cascade")
-    assert isinstance(built, CascadeDetector)
-    return built
+    assert isinstance(built, UprightDetector) and isinstance(built.inner, CascadeDetector)
+    return built.inner
 
 
 def masked_orl() -> robustness.Probe:
