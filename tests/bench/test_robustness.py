@@ -11,6 +11,7 @@ import pytest
 from bench import robustness
 from service.vision.models import load_retinaface_model
 from service.vision.retinaface import RetinaFaceDetector
+from service.vision.upright import turn_back
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +42,17 @@ def test_geometric_conditions_move_the_reference_with_the_face(subject: robustne
         assert found is not None, condition
         iod = np.linalg.norm(subject.landmarks[1] - subject.landmarks[0])
         assert np.abs(found.landmarks[:2] - probe.landmarks[:2]).max() < 0.35 * iod, condition
+
+
+def test_quarter_turns_are_all_met_and_kept_apart(subject: robustness.Subject) -> None:
+    shapes = {robustness.degrade(subject, "quarter_turn", i).image.shape[:2] for i in range(12)}
+    assert shapes == {subject.image.shape[:2], subject.image.shape[1::-1]}  # odd and even turns
+    for i in range(6):
+        probe = robustness.degrade(subject, "quarter_turn", i)
+        turns = round(probe.strength * 3)
+        back = turn_back(probe.landmarks, turns, probe.image.shape)
+        assert np.abs(back - subject.landmarks).max() < 1e-3  # the reference points turned with the photo
+    assert "quarter_turn" not in robustness.CONDITIONS  # never pooled with the ten
 
 
 def test_strengths_are_mixed_and_seeded(subject: robustness.Subject) -> None:
