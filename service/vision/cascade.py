@@ -17,10 +17,15 @@ from numpy.typing import NDArray
 from service.vision.detect import Detector, Face
 
 
-def iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+def intersection(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    """The area two x1, y1, x2, y2 boxes share."""
     x1, y1 = max(a[0], b[0]), max(a[1], b[1])
     x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, float(x2 - x1)) * max(0.0, float(y2 - y1))
+    return max(0.0, float(x2 - x1)) * max(0.0, float(y2 - y1))
+
+
+def iou(a: NDArray[np.float32], b: NDArray[np.float32]) -> float:
+    inter = intersection(a, b)
     union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
     return inter / union if union > 0 else 0.0
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from service.vision.cascade import iou
+from service.vision.cascade import intersection, iou
 from service.vision.detect import Detector, Face
 from service.vision.quality import pose
 
@@ -103,7 +103,4 @@ def upright_faces(detector: Detector, image: NDArray[np.uint8], faces: list[Face
 
 def _holds(outer: Face, inner: Face, share: float = 0.8) -> bool:
     """Whether `outer`'s box covers at least `share` of `inner`'s."""
-    x1, y1 = max(outer.box[0], inner.box[0]), max(outer.box[1], inner.box[1])
-    x2, y2 = min(outer.box[2], inner.box[2]), min(outer.box[3], inner.box[3])
-    inter = max(0.0, float(x2 - x1)) * max(0.0, float(y2 - y1))
-    return inner.area > 0 and inter >= share * inner.area
+    return inner.area > 0 and intersection(outer.box, inner.box) >= share * inner.area
