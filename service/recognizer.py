@@ -129,7 +129,7 @@ class Recognizer:
         self._after_write = after_write
         self.model_id = analyzer.model_id
         self.conflict_gate = conflict_gate  # enrollment refuses a face that is already someone else
-        self.quality_aware = quality_aware  # a poorer face needs a higher similarity to match
+        self.quality_aware = quality_aware  # a poorer face needs a higher similarity; a misaligned one never matches
 
     @property
     def collection(self) -> CollectionRecord:
@@ -267,7 +267,9 @@ class Recognizer:
             limit = decision.threshold
             if self.quality_aware and decision.source != "request" and face.quality is not None:
                 limit += THRESHOLD_MARGIN[face.quality.for_recognition]
-            is_match = best is not None and best.similarity >= limit
+            # a misaligned face's similarity is no evidence at any threshold, the request's too
+            abstain = self.quality_aware and face.quality is not None and face.quality.abstains
+            is_match = best is not None and best.similarity >= limit and not abstain
             results.append(
                 IdentifiedFace(
                     box=face.box,
@@ -317,4 +319,7 @@ class Recognizer:
             similarity = float((vectors @ a.embedding).max())
             box_b = None
             limit = threshold if threshold is not None else policy.best_of_threshold(len(vectors))
-        return VerifyResult(similarity, "match" if similarity >= limit else "no_match", limit, a.box, box_b)
+        faces = [a] if data_b is None else [a, b]
+        abstain = self.quality_aware and any(f.quality is not None and f.quality.abstains for f in faces)
+        matched = similarity >= limit and not abstain  # as identify: a misaligned face never matches
+        return VerifyResult(similarity, "match" if matched else "no_match", limit, a.box, box_b)

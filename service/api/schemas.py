@@ -129,7 +129,8 @@ class QualityPublic(BaseModel):
     occlusion: OcclusionPublic
     for_recognition: Literal["high", "medium", "low"]
     reasons: list[str] = Field(
-        description="the bars a medium or low face missed, e.g. blurry, dark, turned, eyes_covered, mouth_covered"
+        description="the bars a medium or low face missed, e.g. blurry, dark, turned, eyes_covered, mouth_covered, "
+        "misaligned (its crop looks turned but it was not found upright: identify answers unknown)"
     )
 
     @classmethod
@@ -183,7 +184,9 @@ class IdentifiedFacePublic(BaseModel):
     box: Box
     score: float
     landmarks: list[list[float]]
-    decision: Literal["match", "unknown"]
+    decision: Literal["match", "unknown"] = Field(
+        description="unknown below the face's threshold, and always for a face whose quality reasons say misaligned"
+    )
     identity: IdentityPublic | None = Field(description="the match, or null when unknown")
     similarity: float | None = Field(description="the best candidate's cosine, even when the decision is unknown")
     candidates: list[CandidatePublic]

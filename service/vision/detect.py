@@ -26,6 +26,9 @@ class Face:
     # Counter-clockwise quarter turns (np.rot90) of the image in which the face was found
     # upright, its box and landmarks mapped back (service.vision.upright); 0 for most faces.
     turns: int = 0
+    # The aligned crop reads as a face on its side or upside down, yet no upright face was found
+    # at its place (service.vision.upright): its five points are wrong, and so would be a match.
+    misaligned: bool = False
 
     @property
     def area(self) -> float:

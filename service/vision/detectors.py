@@ -7,7 +7,8 @@
 
 `bench.robustness` measured them against each other (README, Benchmarks). Each comes
 wrapped in `UprightDetector`: a face lying on its side or upside down is found again in the
-photo turned upright for it (`service.vision.upright`).
+photo turned upright for it, and so is a face whose aligned crop looks turned
+(`service.vision.upright`).
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def build_detector(
     providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> Detector:
     """`score_threshold` None: the detector's own default (`DEFAULT_SCORE`)."""
-    return UprightDetector(_detector(kind, score_threshold, max_side, min_face, providers))
+    # RetinaFace also says whether each face's aligned crop looks turned (the upright pass's check)
+    scorer = RetinaFaceDetector(load_retinaface_model(), providers=providers, name="retinaface_orientation")
+    return UprightDetector(_detector(kind, score_threshold, max_side, min_face, providers), scorer)
 
 
 def _detector(

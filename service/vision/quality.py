@@ -11,6 +11,8 @@ a face is judged the same whatever the photo's size:
   centre line; pitch: the nose up or down between the eye line and the mouth line);
 - occlusion of the eyes and of the mouth, 0..1 (`service.vision.occlusion`): covered eyes
   make a face `low` (`eyes_covered`), a covered mouth keeps it from `high` (`mouth_covered`);
+- `misaligned`: a face whose crop looks turned but that was not found upright
+  (`service.vision.upright`) is `low`, and a search abstains on it (`FaceQuality.abstains`);
 - for_recognition: `high`, `medium` or `low`, from those measures with cut-offs
   calibrated on the degradation suite (`bench.robustness`, see `LEVELS`).
 
@@ -107,6 +109,12 @@ class FaceQuality:
     for_recognition: Level
     reasons: tuple[str, ...]  # the bars a `low` or `medium` face missed
 
+    @property
+    def abstains(self) -> bool:
+        """Whether no similarity of this face can be trusted, at any threshold: its crop is not
+        the face the embedder expects (`ABSTAIN_ON`)."""
+        return any(r in ABSTAIN_ON for r in self.reasons)
+
     def public(self) -> dict[str, Any]:
         out = asdict(self)
         out["reasons"] = list(self.reasons)
@@ -164,13 +172,20 @@ def photometry(crop: NDArray[np.uint8]) -> tuple[float, float, float]:
 # suite, sunglasses are the condition with the lowest rank-1 after blur. A mask leaves the eyes
 # and brows: SFace still finds 100% of the masked faces at rank 1, so it only keeps a face from `high`.
 OCCLUDED_LOW = frozenset({"eyes_covered"})
+# Reasons on which a search answers `unknown` whatever the similarity: the five points are
+# wrong, so the crop holds part of a face or a face on its side (bench.robustness, quarter turns).
+ABSTAIN_ON = frozenset({"misaligned"})
 
 
 def level(
-    quality: dict[str, float], levels: dict[str, Cutoffs] = LEVELS, covered: tuple[str, ...] = ()
+    quality: dict[str, float],
+    levels: dict[str, Cutoffs] = LEVELS,
+    covered: tuple[str, ...] = (),
+    misaligned: bool = False,
 ) -> tuple[Level, tuple[str, ...]]:
     """The `for_recognition` level of measured values (and of the regions found covered, see
-    `service.vision.occlusion`), and the bars it missed."""
+    `service.vision.occlusion`; and of a face `misaligned`, see `service.vision.upright`), and
+    the bars it missed."""
 
     def missed(c: Cutoffs) -> list[str]:
         out = []
@@ -192,7 +207,7 @@ def level(
             out.append("rotated")
         return out
 
-    low = missed(levels["low"]) + [c for c in covered if c in OCCLUDED_LOW]
+    low = (["misaligned"] if misaligned else []) + missed(levels["low"]) + [c for c in covered if c in OCCLUDED_LOW]
     if low:
         return "low", tuple(low)
     high = missed(levels["high"]) + list(covered)
@@ -217,7 +232,7 @@ def assess(face: Face, crop: NDArray[np.uint8]) -> FaceQuality:
     # A face found upright in the photo turned by quarter turns is judged on the roll left after
     # them: its landmarks were found upright, and the crop is as good as an upright face's.
     judged = measured | {"roll": residual_roll(roll, face.turns)}
-    verdict, reasons = level(judged, covered=covered.covered)
+    verdict, reasons = level(judged, covered=covered.covered, misaligned=face.misaligned)
     return FaceQuality(**measured, occlusion=covered, for_recognition=verdict, reasons=reasons)
 
 

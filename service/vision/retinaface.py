@@ -89,6 +89,18 @@ class RetinaFaceDetector:
         chosen = np.asarray(kept, np.int64).reshape(-1)
         return boxes[chosen], points[chosen], scores[chosen]
 
+    def face_scores(self, images: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """(N,) the best face score anywhere in each of N same-sized (H, W, 3) RGB images, one batch:
+        how much each looks like it holds a face, for comparing views of one face
+        (`service.vision.upright`)."""
+        if images.ndim != 4 or images.shape[3] != 3:
+            raise ValueError(f"expected (N, H, W, 3) images, got {images.shape}")
+        if len(images) == 0:
+            return np.zeros(0, np.float32)
+        blob = (images[..., ::-1].astype(np.float32) - BGR_MEAN).transpose(0, 3, 1, 2)
+        _, conf, _ = self.session.run(None, {"input": np.ascontiguousarray(blob)})
+        return np.asarray(conf[:, :, 1].max(axis=1), np.float32)
+
     def detect(self, image: NDArray[np.uint8]) -> list[Face]:
         bgr, scale = detection_input(image, self.options.max_side)
         h, w = image.shape[:2]

@@ -107,3 +107,32 @@ def test_a_photo_turned_on_its_side_or_upside_down_is_still_recognised(client: T
         assert len(faces) == 1, (degrees, faces)
         assert faces[0]["decision"] == "match" and faces[0]["identity"]["name"] == "Obama", (degrees, faces[0])
         assert abs(faces[0]["similarity"] - upright["similarity"]) < 0.05
+
+
+def test_a_small_turned_face_that_cannot_be_uprighted_is_never_matched(client: TestClient) -> None:
+    """ORL s4 on its side, small: the detector places its points as if it were upright (roll -25),
+    its crop looks turned, and no upright face is found in the photo turned back either."""
+
+    def on_background(data: bytes, degrees: int) -> bytes:
+        face = Image.open(io.BytesIO(data)).convert("RGB")
+        image = Image.new("RGB", (face.width * 2, face.height * 2), (128, 128, 128))
+        image.paste(face, (face.width // 2, face.height // 2))
+        out = io.BytesIO()
+        image.rotate(degrees, expand=True).save(out, "PNG")
+        return out.getvalue()
+
+    enrolled = client.post("/enroll", data={"name": "s4"}, files=files("images", on_background(orl(4, 1), 0)))
+    assert enrolled.status_code == 201, enrolled.text
+    sideways = on_background(orl(4, 1), 90)
+    face = client.post("/identify", files=files("image", sideways)).json()["faces"][0]
+    assert face["quality"]["for_recognition"] == "low" and "misaligned" in face["quality"]["reasons"]
+    assert face["decision"] == "unknown" and face["identity"] is None
+    # not even at a threshold that anything passes: its similarity is no evidence
+    lenient = client.post("/identify", data={"threshold": "-1"}, files=files("image", sideways)).json()
+    assert lenient["faces"][0]["decision"] == "unknown"
+    both = [*files("image_a", sideways), *files("image_b", on_background(orl(4, 1), 0))]
+    verified = client.post("/verify", data={"threshold": "-1"}, files=both)
+    assert verified.status_code == 200 and verified.json()["decision"] == "no_match", verified.text
+    refused = client.post("/enroll", data={"name": "s4 again"}, files=files("images", sideways))
+    assert refused.status_code == 422 and refused.json()["error"]["code"] == "low_quality"
+    assert "misaligned" in refused.json()["error"]["message"]

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import cv2
 import numpy as np
 import pytest
@@ -32,6 +34,16 @@ def test_a_clean_portrait_is_high(retinaface: RetinaFaceDetector) -> None:
     image = decode_image(photo("obama.jpg"))
     quality = assess_image(image, first_face(retinaface, image))
     assert quality.for_recognition == "high", quality
+
+
+def test_a_misaligned_face_is_low_and_never_matched(retinaface: RetinaFaceDetector) -> None:
+    """A face whose crop looks turned but that was not found upright (service.vision.upright)."""
+    image = decode_image(photo("obama.jpg"))
+    face = first_face(retinaface, image)
+    assert not assess_image(image, face).abstains
+    quality = assess_image(image, replace(face, misaligned=True))
+    assert quality.for_recognition == "low" and quality.reasons == ("misaligned",) and quality.abstains
+    assert quality.public()["reasons"] == ["misaligned"]
     assert quality.face_size > 80 and 0.3 < quality.brightness < 0.8
     assert abs(quality.yaw) < 15 and abs(quality.roll) < 10
 

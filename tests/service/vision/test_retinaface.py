@@ -104,3 +104,16 @@ def test_weights_are_checked_by_sha256(tmp_path: Path) -> None:
     tampered.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
     with pytest.raises(ModelError, match="sha256"):
         read_verified(tampered, RETINAFACE_SHA256)
+
+
+def test_face_scores_say_which_of_a_batch_holds_a_face(retinaface: RetinaFaceDetector) -> None:
+    image = decode_image(photo("biden.jpg"))
+    face = largest_face(retinaface.detect(image))
+    assert face is not None
+    crop = cv2.copyMakeBorder(align_face(image, face.landmarks), 32, 32, 32, 32, cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    blank = np.full_like(crop, 128)
+    scores = retinaface.face_scores(np.stack([crop, blank, crop]))
+    assert scores.shape == (3,) and scores[0] > 0.9 > 0.1 > scores[1] and scores[2] == pytest.approx(scores[0])
+    assert retinaface.face_scores(np.zeros((0, 176, 176, 3), np.uint8)).shape == (0,)
+    with pytest.raises(ValueError, match="expected"):
+        retinaface.face_scores(crop)
