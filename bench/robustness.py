@@ -23,8 +23,9 @@ scaled back up); JPEG quality 4..20; blur (Gaussian or motion); in-plane rotatio
 Per condition and system: detection recall (a detected box holds the face's
 centre and is of its size), rank-1, FNIR at FPIR 1% (threshold from that
 condition's non-mated searches), and DIR and FPIR at the default decision: for
-SFace the service's gallery-aware threshold for this gallery size and
-FACEID_TARGET_FPIR 1%; the peer has no calibrated decision, so it gets the threshold
+SFace the service's decision: the gallery-aware threshold for this gallery size and
+FACEID_TARGET_FPIR 1%, plus the margin for the face's quality level, and no match on a
+misaligned face (`at_threshold`: the threshold alone); the peer has no calibrated decision, so it gets the threshold
 that holds FPIR 1% on its own clean non-mated searches (an oracle in its favour).
 A face that is not found counts as a miss for a mated search and as a correct
 rejection for a non-mated one. Face-free images (background
@@ -489,23 +490,33 @@ def run_probes(system: System, probes: list[Probe]) -> tuple[NDArray[np.float32]
 
 QUALITY_FIELDS = ("sharpness", "brightness", "contrast", "face_size", "yaw", "pitch", "roll")
 OCCLUSION_FIELDS = ("eyes", "mouth")  # service.vision.occlusion scores, after QUALITY_FIELDS
+# then 1.0 where the face is misaligned (service.vision.upright), else 0.0
+MEASURES = len(QUALITY_FIELDS) + len(OCCLUSION_FIELDS) + 1
 
 
 def measure_quality(probes: list[Probe], faces: list[Face | None]) -> NDArray[np.float64]:
-    """(N, len(QUALITY_FIELDS) + len(OCCLUSION_FIELDS)) `service.vision.quality` measures of each
-    found face; NaN where none."""
-    out = np.full((len(probes), len(QUALITY_FIELDS) + len(OCCLUSION_FIELDS)), np.nan)
+    """(N, MEASURES) `service.vision.quality` measures of each found face; NaN where none."""
+    out = np.full((len(probes), MEASURES), np.nan)
     for i, (probe, face) in enumerate(zip(probes, faces, strict=True)):
         if face is not None:
             q = assess_image(probe.image, face)
-            out[i] = [getattr(q, f) for f in QUALITY_FIELDS] + [getattr(q.occlusion, f) for f in OCCLUSION_FIELDS]
+            out[i] = (
+                [getattr(q, f) for f in QUALITY_FIELDS]
+                + [getattr(q.occlusion, f) for f in OCCLUSION_FIELDS]
+                + [float(face.misaligned)]
+            )
     return out
 
 
 def covered_of(row: NDArray[np.float64]) -> tuple[str, ...]:
     """The regions a row of `measure_quality` found covered."""
-    eyes, mouth = row[len(QUALITY_FIELDS) :]
+    eyes, mouth = row[len(QUALITY_FIELDS) : len(QUALITY_FIELDS) + len(OCCLUSION_FIELDS)]
     return Occlusion(float(eyes), float(mouth)).covered
+
+
+def misaligned_of(measured: NDArray[np.float64]) -> NDArray[np.bool_]:
+    """(N,) whether each face of `measure_quality` rows is misaligned (False where none was found)."""
+    return np.nan_to_num(measured[:, -1]) > 0.5
 
 
 def cached_distractors(system: System, count: int, weights: Path, cache: Path) -> NDArray[np.float32]:
@@ -534,23 +545,40 @@ def searched(
     return SearchResults(score, results.top1_correct & found, results.mated, results.gallery_identities)
 
 
-def at_threshold(results: SearchResults, threshold: float) -> dict[str, float]:
+def at_threshold(
+    results: SearchResults, threshold: float, accepted: NDArray[np.bool_] | None = None
+) -> dict[str, float]:
+    """DIR and FPIR where a search is accepted at `threshold`, or where `accepted` says."""
+    accept = results.top1_score >= threshold if accepted is None else accepted
     mated = results.mated
-    dir_ = np.mean(results.top1_correct[mated] & (results.top1_score[mated] >= threshold))
-    fpir = np.mean(results.top1_score[~mated] >= threshold)
+    dir_ = np.mean(results.top1_correct[mated] & accept[mated])
+    fpir = np.mean(accept[~mated])
     return {"threshold": round(threshold, 4), "dir": round(float(dir_), 4), "fpir": round(float(fpir), 4)}
 
 
-def metrics_of(results: SearchResults, threshold: float) -> dict[str, Any]:
+def service_accepts(results: SearchResults, measured: NDArray[np.float64], threshold: float) -> NDArray[np.bool_]:
+    """Which searches the service's decision accepts: at the threshold plus the margin of the
+    face's quality level (`THRESHOLD_MARGIN`), never on a misaligned face."""
+    margins = {"none": 0.0, **THRESHOLD_MARGIN}
+    margin = np.array([margins[v] for v in levels_of(measured)])
+    return (results.top1_score >= threshold + margin) & ~misaligned_of(measured)
+
+
+def metrics_of(results: SearchResults, threshold: float, accepted: NDArray[np.bool_] | None = None) -> dict[str, Any]:
+    """`at_default`: the default decision (`accepted`, or at `threshold`); `at_threshold`: at the
+    threshold alone, where the decision is more than that."""
     m = search_metrics(results, fpirs=(TARGET_FPIR,))
     key = next(iter(m["fnir_at_fpir"]))
-    return {
+    out = {
         "rank1": round(m["rank1"], 4),
         "fnir_at_fpir_1pct": None if m["fnir_at_fpir"][key] is None else round(m["fnir_at_fpir"][key], 4),
-        "at_default": at_threshold(results, threshold),
+        "at_default": at_threshold(results, threshold, accepted),
         "mated": m["mated_searches"],
         "non_mated": m["non_mated_searches"],
     }
+    if accepted is not None:
+        out["at_threshold"] = at_threshold(results, threshold)
+    return out
 
 
 # --- systems ---------------------------------------------------------------------------
@@ -577,7 +605,8 @@ def build_systems(names: Sequence[str]) -> dict[str, System]:
     if "cascade" in names:
         first = RetinaFaceDetector(load_retinaface_model(), DetectorOptions(score_threshold=CASCADE_UNSURE))
         cascade = UprightDetector(  # as the service builds it (service.vision.detectors)
-            CascadeDetector(first, YuNetDetector(load_detector_model()), sure=CASCADE_SURE, unsure=CASCADE_UNSURE)
+            CascadeDetector(first, YuNetDetector(load_detector_model()), sure=CASCADE_SURE, unsure=CASCADE_UNSURE),
+            RetinaFaceDetector(load_retinaface_model()),
         )
         systems["cascade"] = System("RetinaFace (+YuNet if unsure) + SFace", cascade, sface, sface_threshold)
     scrfd, mbf = shared_asset("peers", "scrfd_500m_bnkps.onnx"), shared_asset("peers", "w600k_mbf.onnx")
@@ -603,7 +632,9 @@ def levels_of(measured: NDArray[np.float64]) -> NDArray[np.str_]:
         [
             "none"
             if np.isnan(row).any()
-            else quality_level(dict(zip(QUALITY_FIELDS, row.tolist(), strict=False)), covered=covered_of(row))[0]
+            else quality_level(
+                dict(zip(QUALITY_FIELDS, row.tolist(), strict=False)), covered=covered_of(row), misaligned=row[-1] > 0.5
+            )[0]
             for row in measured
         ]
     )
@@ -612,8 +643,9 @@ def levels_of(measured: NDArray[np.float64]) -> NDArray[np.str_]:
 def quality_study(
     pooled: list[SearchResults], measured: list[NDArray[np.float64]], threshold: float, conditions: list[str]
 ) -> dict[str, Any]:
-    """How searches fare by `for_recognition` level at the default threshold, and what abstaining on
-    `low` (answering unknown) does to DIR and FPIR in each condition."""
+    """How searches fare by `for_recognition` level at the default threshold, and what the service's
+    decision (`threshold_margin`: the margin per level, no match on a misaligned face) and
+    abstaining on every `low` face instead (answering unknown) do to DIR and FPIR in each condition."""
     levels = [levels_of(m) for m in measured]
     score = np.concatenate([r.top1_score for r in pooled])
     correct = np.concatenate([r.top1_correct for r in pooled])
@@ -632,13 +664,13 @@ def quality_study(
             "non_mated_top1_p99": round(float(np.quantile(score[n], 0.99)), 4) if n.sum() >= 10 else None,
         }
     rules: dict[str, Any] = {"abstain_on_low": {}, "threshold_margin": {}}
-    margins = {"none": 0.0, **THRESHOLD_MARGIN}
-    for condition, results, lv in zip(conditions, pooled, levels, strict=True):
+    for condition, results, lv, m in zip(conditions, pooled, levels, measured, strict=True):
         abstain = (results.top1_score >= threshold) & (lv != "low")
-        margin = results.top1_score >= threshold + np.array([margins[v] for v in lv])
+        margin = service_accepts(results, m, threshold)
         for rule, accept in (("abstain_on_low", abstain), ("threshold_margin", margin)):
             rules[rule][condition] = {
                 "low_share": round(float(np.mean(lv == "low")), 4),
+                "misaligned_share": round(float(np.mean(misaligned_of(m))), 4),
                 "dir": round(float(np.mean((results.top1_correct & accept)[results.mated])), 4),
                 "fpir": round(float(np.mean(accept[~results.mated])), 4),
             }
@@ -824,15 +856,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         entry = report["systems"][key]
         threshold = float(entry["threshold"])
         pooled = entry.pop("_pooled")
-        for condition, results in zip(conditions, pooled, strict=True):
-            entry["conditions"][condition].update(metrics_of(results, threshold))
+        # SFace's default decision is the service's (`service_accepts`); MBF's is its threshold
+        accepted = [
+            None if key in MBF_SYSTEMS else service_accepts(results, table[f"{key}/{c}"][2], threshold)
+            for c, results in zip(conditions, pooled, strict=True)
+        ]
+        for condition, results, accepts in zip(conditions, pooled, accepted, strict=True):
+            entry["conditions"][condition].update(metrics_of(results, threshold, accepts))
         everything = SearchResults(
             np.concatenate([r.top1_score for r in pooled]),
             np.concatenate([r.top1_correct for r in pooled]),
             np.concatenate([r.mated for r in pooled]),
             pooled[0].gallery_identities,
         )
-        entry["pooled"] = metrics_of(everything, threshold)
+        entry["pooled"] = metrics_of(
+            everything, threshold, None if key in MBF_SYSTEMS else np.concatenate(cast(list[Any], accepted))
+        )
         if key not in MBF_SYSTEMS:
             per_probe = [table[f"{key}/{c}"][2] for c in conditions]
             entry["quality"] = quality_study(pooled, per_probe, threshold, conditions)

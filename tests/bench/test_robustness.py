@@ -94,7 +94,4 @@ def test_a_tiny_run_reports_every_condition(tmp_path: Path) -> None:
     assert speed["rounds"] == 2 and speed["cpu_ms"]["median"] > 0
     assert speed["wall_ms"]["spread"][0] <= speed["wall_ms"]["median"] <= speed["wall_ms"]["spread"][1]
     with np.load(tmp_path / "robustness_probes.npz") as probes:
-        assert probes["retinaface/clean__quality"].shape == (
-            8,
-            len(robustness.QUALITY_FIELDS) + len(robustness.OCCLUSION_FIELDS),
-        )
+        assert probes["retinaface/clean__quality"].shape == (8, robustness.MEASURES)
