@@ -755,7 +755,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--face-free", type=int, default=120)
     parser.add_argument("--limit", type=int, default=0, help="at most this many probes of each kind (smoke runs)")
     parser.add_argument("--speed-repeat", type=int, default=100, help="calls per round of the 640x480 timing (0: none)")
-    parser.add_argument("--speed-rounds", type=int, default=5, help="interleaved rounds of the 640x480 timing")
+    parser.add_argument("--speed-rounds", type=int, default=9, help="interleaved rounds of the 640x480 timing")
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--publish", action="store_true")
     args = parser.parse_args(argv)
