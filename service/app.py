@@ -78,6 +78,7 @@ def build_collections(settings: Settings) -> Collections:
         max_side=settings.detect_max_side,
         min_face=settings.min_face_size,
         providers=settings.providers,
+        check_most=settings.max_faces_per_image,
     )
     manifest, model = load_embedder_model(settings.embedder)
     embedder = OnnxEmbedder(

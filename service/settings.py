@@ -168,7 +168,7 @@ class Settings(BaseSettings):
         ge=1,
         le=1000,
         description="Identify and detect answer for at most this many faces per image, the largest; the "
-        "response says how many were found.",
+        "response says how many were found. Only these get the upright pass's crop check.",
     )
 
     # Access

@@ -21,7 +21,7 @@ from service.vision.cascade import CascadeDetector
 from service.vision.detect import Detector, DetectorOptions, YuNetDetector
 from service.vision.models import load_detector_model, load_retinaface_model
 from service.vision.retinaface import RetinaFaceDetector
-from service.vision.upright import UprightDetector
+from service.vision.upright import CHECK_MOST, UprightDetector
 
 DetectorKind = Literal["retinaface", "cascade", "yunet"]
 DETECTOR_KINDS: tuple[DetectorKind, ...] = ("retinaface", "cascade", "yunet")
@@ -36,11 +36,13 @@ def build_detector(
     max_side: int = 640,
     min_face: int = 12,
     providers: Sequence[str] = ("CPUExecutionProvider",),
+    check_most: int = CHECK_MOST,
 ) -> Detector:
-    """`score_threshold` None: the detector's own default (`DEFAULT_SCORE`)."""
+    """`score_threshold` None: the detector's own default (`DEFAULT_SCORE`). `check_most`: how many
+    of the largest faces get the upright pass's crop check (the service: its `max_faces_per_image`)."""
     # RetinaFace also says whether each face's aligned crop looks turned (the upright pass's check)
     scorer = RetinaFaceDetector(load_retinaface_model(), providers=providers, name="retinaface_orientation")
-    return UprightDetector(_detector(kind, score_threshold, max_side, min_face, providers), scorer)
+    return UprightDetector(_detector(kind, score_threshold, max_side, min_face, providers), scorer, check_most)
 
 
 def _detector(

@@ -51,12 +51,14 @@ SAME_FACE_IOU = 0.3
 # the 100 turned faces found (their points placed as if upright) and none of the 2,000 faces of
 # its ten other conditions, for about 8 ms of CPU a face. Padding by 16 saves 1 ms and lets
 # more small upside-down faces by; shrinking the crop to 80 or 96 pixels lets 3 in 10 by.
-# At most `CHECK_BATCH` faces' views go in one run.
+# At most `CHECK_BATCH` faces' views go in one run, and only the largest `CHECK_MOST` faces are
+# checked (the service's `max_faces_per_image` default; it passes its own setting).
 CHECK_SIZE = 112
 CHECK_PAD = 24
 TURNED_SCORE = 0.5
 TURNED_LOG_ODDS = 2.0
 CHECK_BATCH = 16
+CHECK_MOST = 32
 
 
 class FaceScorer(Protocol):
@@ -114,29 +116,38 @@ def turned_crops(scorer: FaceScorer, image: NDArray[np.uint8], faces: Sequence[F
 
 class UprightDetector:
     """`inner`, with its turned faces found again upright (`upright_faces`); with a `scorer`, the
-    faces whose crops look turned too."""
+    faces whose crops look turned too, among the largest `check_most` (the ones the service
+    answers for: `FACEID_MAX_FACES_PER_IMAGE`)."""
 
-    def __init__(self, inner: Detector, scorer: FaceScorer | None = None) -> None:
+    def __init__(self, inner: Detector, scorer: FaceScorer | None = None, check_most: int = CHECK_MOST) -> None:
         self.inner = inner
         self.scorer = scorer
+        self.check_most = check_most
         self.name = inner.name
 
     def detect(self, image: NDArray[np.uint8]) -> list[Face]:
-        return upright_faces(self.inner, image, self.inner.detect(image), self.scorer)
+        return upright_faces(self.inner, image, self.inner.detect(image), self.scorer, self.check_most)
 
 
 def upright_faces(
-    detector: Detector, image: NDArray[np.uint8], faces: list[Face], scorer: FaceScorer | None = None
+    detector: Detector,
+    image: NDArray[np.uint8],
+    faces: list[Face],
+    scorer: FaceScorer | None = None,
+    check_most: int = CHECK_MOST,
 ) -> list[Face]:
     """`faces` (found by `detector` in `image`), each turned face replaced by the one the detector
     finds where the image is turned upright for it; largest first, as detectors return them. With
-    a `scorer`, a face whose roll looks upright but whose crop looks turned (`turned_crops`) is
-    looked for likewise, and is marked `misaligned` where it is not found upright."""
+    a `scorer`, a face among the largest `check_most` whose roll looks upright but whose crop looks
+    turned (`turned_crops`) is looked for likewise, and is marked `misaligned` where it is not
+    found upright. The check costs a RetinaFace pass per face: the bound keeps a crowd photo of
+    hundreds of faces from costing hundreds of passes for faces no answer reports."""
     rolls = [pose(face.landmarks)[2] for face in faces]
     needed = [quarter_turns(roll) if abs(roll) >= TURN_AT else 0 for roll in rolls]
     by_crop = [False] * len(faces)
     if scorer is not None:
-        looked = [i for i, roll in enumerate(rolls) if abs(roll) < TURN_AT]
+        by_size = sorted(range(len(faces)), key=lambda i: faces[i].area, reverse=True)[: max(check_most, 0)]
+        looked = [i for i in sorted(by_size) if abs(rolls[i]) < TURN_AT]
         for i, crop_turns in zip(looked, turned_crops(scorer, image, [faces[i] for i in looked]), strict=True):
             if crop_turns:
                 # the crop is the photo turned by `roll` already: the two add up

@@ -3,6 +3,7 @@ upright: real photos turned by quarter turns align like the upright photo."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -167,3 +168,38 @@ def test_the_pipeline_finds_faces_upright_in_a_turned_photo(detector: Detector) 
     # The detector also draws a weak box (0.52) around the turned face; it goes with the turn.
     assert [f.turns for f in faces] == [3]
     assert len(detector.detect(decode_image(turned.getvalue()))) == 2
+
+
+class CountingScorer:
+    """The real scorer, counting the crops it is asked about."""
+
+    def __init__(self, inner: RetinaFaceDetector) -> None:
+        self.inner = inner
+        self.views = 0
+
+    def face_scores(self, images: np.ndarray) -> np.ndarray:
+        self.views += len(images)
+        return self.inner.face_scores(images)
+
+
+def test_only_the_largest_faces_are_checked(detector: Detector, scorer: RetinaFaceDetector) -> None:
+    """A crowd photo costs one check per face the service answers for, not one per face found."""
+    image = decode_image(photo("t1.jpg"))
+    faces = detector.detect(image)
+    upright = [f for f in faces if abs(pose(f.landmarks)[2]) < TURN_AT]
+    assert len(upright) > 3
+    for most in (0, 1, 3, 1000):
+        counting = CountingScorer(scorer)
+        checked = UprightDetector(detector, counting, check_most=most).detect(image)
+        assert [(f.box.tolist(), f.turns, f.misaligned) for f in checked] == [(f.box.tolist(), 0, False) for f in faces]
+        assert counting.views == 4 * min(most, len(upright)), most
+    # a small upside-down face beside a larger upright one: checked only when the bound reaches it
+    small = np.ascontiguousarray(np.rot90(on_plain_background(orl(1, 1)), 2))
+    large = cv2.resize(on_plain_background(orl(3, 1)), None, fx=1.5, fy=1.5)
+    canvas = np.full((max(large.shape[0], small.shape[0]), large.shape[1] + small.shape[1], 3), 128, np.uint8)
+    canvas[: large.shape[0], : large.shape[1]] = large
+    canvas[: small.shape[0], large.shape[1] :] = small
+    found = detector.detect(canvas)
+    assert len(found) == 2 and not any(f.turns or f.misaligned for f in found)
+    assert [f.turns for f in UprightDetector(detector, scorer, check_most=1).detect(canvas)] == [0, 0]
+    assert [f.turns for f in UprightDetector(detector, scorer, check_most=2).detect(canvas)] == [0, 2]
