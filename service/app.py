@@ -97,6 +97,7 @@ def build_collections(settings: Settings) -> Collections:
         max_faces=settings.max_faces_per_image,
         quality_gate=settings.enroll_quality_gate,
         min_face=settings.min_face_size,
+        augment_templates=settings.enroll_templates,
     )
 
     def new_gallery() -> FaissGallery:

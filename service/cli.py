@@ -92,7 +92,7 @@ def _enroll_person(recognizer: Recognizer, person: Path, files: list[Path], chun
     for start in range(0, len(files), chunk_size):
         chunk = [f.read_bytes() for f in files[start : start + chunk_size]]
         try:
-            _, faces, refused = recognizer.analyzer.new_faces(chunk)
+            _, faces, refused, _ = recognizer.analyzer.new_faces(chunk)
         except FaceIdError as exc:
             rejected.append(Rejection(start, exc.code, exc.message))
             continue

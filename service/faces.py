@@ -20,6 +20,7 @@ from service.vision.detect import Detector, Face
 from service.vision.embed import Embedder
 from service.vision.pipeline import FacePipeline, enrollment_face
 from service.vision.quality import FaceQuality, assess
+from service.vision.templates import TemplateBuilder
 
 Box = tuple[float, float, float, float]
 
@@ -57,6 +58,7 @@ class FaceAnalyzer:
         max_faces: int = 32,
         min_face: int = 1,
         quality_gate: bool = True,
+        augment_templates: bool = True,
     ) -> None:
         self.detector = detector
         self.min_face = min_face
@@ -64,6 +66,7 @@ class FaceAnalyzer:
         self.ambiguous_ratio = ambiguous_ratio
         self.max_faces = max_faces
         self.quality_gate = quality_gate  # enrollment refuses faces that are `low` for recognition
+        self.templates = TemplateBuilder(embedder, augment=augment_templates)
         self.pipeline = FacePipeline(detector, max_image_pixels=max_image_pixels, detect_side=detect_side)
         self.model_id = embedder.manifest.model_id
 
@@ -145,9 +148,11 @@ class FaceAnalyzer:
 
     def new_faces(
         self, images: Sequence[bytes], timings: Timings | None = None
-    ) -> tuple[list[tuple[int, Face, FaceQuality]], list[NewFace], list[Rejection]]:
-        """Faces to store for one person's images (index, face and quality of each), and the images
-        rejected (with the reason). Raises when no image gives a face."""
+    ) -> tuple[list[tuple[int, Face, FaceQuality]], list[NewFace], list[Rejection], NDArray[np.float32]]:
+        """Faces to store for one person's images (index, face and quality of each; each stored as its
+        enrollment template, `service.vision.templates`), the images rejected (with the reason), and
+        each stored face's plain embedding, as it would be searched for as a probe. Raises when no
+        image gives a face."""
         timings = timings or Timings()
         if not images:
             raise InvalidInput("at least one image is required")
@@ -157,12 +162,12 @@ class FaceAnalyzer:
                 raise errors[0]
             raise NoFace("no image gave a usable face: " + "; ".join(f"image {r.image}: {r.code}" for r in rejected))
         with timings.stage("embed"):
-            embeddings = self.embedder.embed(crops)
+            plain, templates = self.templates.build(crops)
         new = [
-            NewFace(embedding=e, model=self.model_id, box=box_of(face), score=face.score, image_sha256=sha)
-            for (_, face, sha, _), e in zip(chosen, embeddings, strict=True)
+            NewFace(embedding=t, model=self.model_id, box=box_of(face), score=face.score, image_sha256=sha)
+            for (_, face, sha, _), t in zip(chosen, templates, strict=True)
         ]
-        return [(i, f, q) for i, f, _, q in chosen], new, rejected
+        return [(i, f, q) for i, f, _, q in chosen], new, rejected, plain
 
     def largest(self, data: bytes, timings: Timings, label: str) -> AnalysedFace:
         image, faces = self._faces(data, timings)

@@ -150,6 +150,7 @@ class Recognizer:
         self,
         chosen: list[tuple[int, Face, FaceQuality]],
         new: list[NewFace],
+        probes: NDArray[np.float32],
         rejected: list[Rejection],
         own: int | None,
         allow: bool,
@@ -158,12 +159,13 @@ class Recognizer:
         threshold: one person enrolled twice splits their matches and poisons the threshold's own
         impostor pairs. Unless `allow`, they are left out (IdentityConflict when no face is left);
         with it they are kept, and the clashes come back as (other identity, similarity) to be
-        stored with the faces, so that self-calibration leaves that pair of identities out."""
+        stored with the faces, so that self-calibration leaves that pair of identities out. The
+        search is with each face's plain embedding (`probes`), as /identify would search for it."""
         gallery = self._state.gallery
         if not self.conflict_gate or not new or gallery.size == 0:
             return chosen, new, rejected, []
         limit = self.decision(None, gallery.size).threshold
-        hits = gallery.search(np.stack([f.embedding for f in new]), CONFLICT_CANDIDATES)
+        hits = gallery.search(probes, CONFLICT_CANDIDATES)
         others = [[c for c in row if c.identity_id != own and c.similarity >= limit] for row in hits]
         if not any(others):
             return chosen, new, rejected, []
@@ -205,8 +207,8 @@ class Recognizer:
         allow_conflict: bool = False,
     ) -> EnrollResult:
         timings = timings or Timings()
-        chosen, new, rejected = self.analyzer.new_faces(images, timings)
-        chosen, new, rejected, conflicts = self._conflict_gate(chosen, new, rejected, None, allow_conflict)
+        chosen, new, rejected, probes = self.analyzer.new_faces(images, timings)
+        chosen, new, rejected, conflicts = self._conflict_gate(chosen, new, probes, rejected, None, allow_conflict)
         with timings.stage("db"):
             identity, records = self.store.create_identity(name, external_id, new, conflicts)
         self._after_write()
@@ -222,8 +224,10 @@ class Recognizer:
     ) -> EnrollResult:
         timings = timings or Timings()
         self.store.get_identity(identity_id)  # 404 before any inference; the write checks again
-        chosen, new, rejected = self.analyzer.new_faces(images, timings)
-        chosen, new, rejected, conflicts = self._conflict_gate(chosen, new, rejected, identity_id, allow_conflict)
+        chosen, new, rejected, probes = self.analyzer.new_faces(images, timings)
+        chosen, new, rejected, conflicts = self._conflict_gate(
+            chosen, new, probes, rejected, identity_id, allow_conflict
+        )
         with timings.stage("db"):
             identity, records = self.store.add_faces(identity_id, new, conflicts)
         self._after_write()

@@ -99,6 +99,12 @@ class Settings(BaseSettings):
         default=True,
         description="Enroll refuses an image whose face is `low` for recognition (low_quality, with the reasons).",
     )
+    enroll_templates: bool = Field(
+        default=True,
+        description="Store each enrolled face as the mean embedding of its aligned crop and five degraded views of "
+        "it (blurred twice, low resolution, heavy JPEG, eyes covered), so that poor probe photos still find the "
+        "person: 6 embeddings per enrolled face instead of 1. Faces stored before keep their plain embedding.",
+    )
     enroll_conflict_gate: bool = Field(
         default=True,
         description="Enroll refuses a face that already matches another identity of the collection at the decision "

@@ -4,6 +4,7 @@ and a threshold that rises for a poor face."""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
@@ -136,3 +137,24 @@ def test_a_small_turned_face_that_cannot_be_uprighted_is_never_matched(client: T
     refused = client.post("/enroll", data={"name": "s4 again"}, files=files("images", sideways))
     assert refused.status_code == 422 and refused.json()["error"]["code"] == "low_quality"
     assert "misaligned" in refused.json()["error"]["message"]
+
+
+def test_enrollment_templates_let_a_blurred_photo_of_the_person_match_closer(tmp_path: Path) -> None:
+    """The default (FACEID_ENROLL_TEMPLATES=true) stores each enrolled face as its template
+    (`service.vision.templates`): a defocused photo of the person scores higher against it than
+    against the plain embedding the setting's `false` stores (measured: 0.70 against 0.62), and a clean
+    one still matches."""
+    from tests.service.api.conftest import make_client
+
+    blurred = io.BytesIO()
+    Image.open(io.BytesIO(photo("obama2.jpg"))).convert("RGB").filter(ImageFilter.BoxBlur(14)).save(blurred, "PNG")
+    similarity = {}
+    for templates in (True, False):
+        with make_client(f"sqlite:///{tmp_path}/templates_{templates}.db", enroll_templates=templates) as client:
+            r = client.post("/enroll", data={"name": "Obama"}, files=files("images", photo("obama.jpg")))
+            assert r.status_code == 201, r.text
+            clean = client.post("/identify", files=files("image", photo("obama2.jpg"))).json()["faces"][0]
+            assert clean["decision"] == "match" and clean["identity"]["name"] == "Obama"
+            poor = client.post("/identify", files=files("image", blurred.getvalue())).json()["faces"][0]
+            similarity[templates] = poor["similarity"]
+    assert similarity[True] > similarity[False] + 0.04, similarity
