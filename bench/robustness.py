@@ -1,6 +1,6 @@
 """Hard faces: open-set identification under degradations, and false detections on face-free images.
 
-    python -m bench.robustness [--distractors 1000] [--systems yunet,retinaface,cascade,peer] [--publish]
+    python -m bench.robustness [--distractors 1000] [--systems yunet,retinaface,cascade_plain,cascade,peer] [--publish]
 
 Protocol. Enrolled, one clean photo each: ORL s1..s10 (photo 1) and Obama
 (`tests/fixtures/photos/obama.jpg`). Mated probes: ORL s1..s10 photos 2..10 and
@@ -10,7 +10,9 @@ ORL s21..s40 are never used. An ORL photo is a tight 92x112 crop, so it is set o
 plain background twice its size; a face from a fixture photo is cut out with
 context, scaled so the face is about 100 px wide. The gallery also holds 1,000
 synthetic DCGAN faces (each its own identity), detected and aligned by each
-system's own detector.
+system's own detector. For SFace the gallery stores what the service stores: each face's
+enrollment template (`service.vision.templates`, the mean over its crop and five degraded
+views); `cascade_plain` is the default cascade with plain templates (FACEID_ENROLL_TEMPLATES=false).
 
 Each probe is degraded once per condition, with a strength drawn at random (seeded)
 over the condition's range, so every condition mixes mild and severe cases:
@@ -65,6 +67,7 @@ from service.vision.occlusion import Occlusion
 from service.vision.quality import THRESHOLD_MARGIN, assess_image
 from service.vision.quality import level as quality_level
 from service.vision.retinaface import RetinaFaceDetector
+from service.vision.templates import TemplateBuilder
 from service.vision.upright import UprightDetector
 from training.metrics import SearchResults, search, search_metrics, threshold_at_rate
 
@@ -124,6 +127,14 @@ class System:
     detector: Detector
     embedder: Embedder
     threshold: Callable[[int], float] = field(default=lambda n: 0.0)
+    templates: bool = False  # the gallery stores enrollment templates (service.vision.templates), as the service does
+
+    def gallery_vectors(self, crops: NDArray[np.uint8]) -> NDArray[np.float32]:
+        """What the gallery stores for these aligned enrollment crops (N, 112, 112, 3)."""
+        if not self.templates:
+            return embed_batches(self.embedder, crops)
+        builder = TemplateBuilder(cast(Any, self.embedder))
+        return np.concatenate([builder.build(list(crops[i : i + 64]))[1] for i in range(0, len(crops), 64)])
 
 
 def rng_for(*key: object) -> np.random.Generator:
@@ -476,12 +487,16 @@ def find(detector: Detector, probe: Probe) -> Face | None:
     return best
 
 
-def run_probes(system: System, probes: list[Probe]) -> tuple[NDArray[np.float32], NDArray[np.bool_], list[Face | None]]:
-    """(embeddings (N, D), found (N,), faces): rows of unfound faces are zero."""
+def run_probes(
+    system: System, probes: list[Probe], *, enroll: bool = False
+) -> tuple[NDArray[np.float32], NDArray[np.bool_], list[Face | None]]:
+    """(embeddings (N, D), found (N,), faces): rows of unfound faces are zero. With `enroll`, the
+    vectors are what the system's gallery stores for the faces (its templates)."""
     faces = [find(system.detector, p) for p in probes]
     crops = [align_face(p.image, f.landmarks) for p, f in zip(probes, faces, strict=True) if f is not None]
     found = np.array([f is not None for f in faces])
-    vectors = embed_batches(system.embedder, np.stack(crops)) if crops else np.zeros((0, 1), np.float32)
+    embed = system.gallery_vectors if enroll else (lambda c: embed_batches(system.embedder, c))
+    vectors = embed(np.stack(crops)) if crops else np.zeros((0, 1), np.float32)
     dim = vectors.shape[1]
     out = np.zeros((len(probes), dim), np.float32)
     out[found] = vectors
@@ -525,7 +540,7 @@ def cached_distractors(system: System, count: int, weights: Path, cache: Path) -
             if len(stored["embeddings"]) >= count:
                 return np.asarray(stored["embeddings"][:count], np.float32)
     crops = distractor_crops(count, cast(Any, system.detector), weights)
-    vectors = embed_batches(system.embedder, crops)
+    vectors = system.gallery_vectors(crops)
     cache.parent.mkdir(parents=True, exist_ok=True)
     np.savez(cache, embeddings=vectors)
     return vectors
@@ -597,18 +612,22 @@ def build_systems(names: Sequence[str]) -> dict[str, System]:
 
     systems: dict[str, System] = {}
     if "yunet" in names:
-        systems["yunet"] = System("YuNet + SFace", YuNetDetector(load_detector_model()), sface, sface_threshold)
+        systems["yunet"] = System("YuNet + SFace", YuNetDetector(load_detector_model()), sface, sface_threshold, True)
     if "retinaface" in names:
         systems["retinaface"] = System(
-            "RetinaFace + SFace", RetinaFaceDetector(load_retinaface_model()), sface, sface_threshold
+            "RetinaFace + SFace", RetinaFaceDetector(load_retinaface_model()), sface, sface_threshold, True
         )
-    if "cascade" in names:
+    if {"cascade", "cascade_plain"} & set(names):
         first = RetinaFaceDetector(load_retinaface_model(), DetectorOptions(score_threshold=CASCADE_UNSURE))
         cascade = UprightDetector(  # as the service builds it (service.vision.detectors)
             CascadeDetector(first, YuNetDetector(load_detector_model()), sure=CASCADE_SURE, unsure=CASCADE_UNSURE),
             RetinaFaceDetector(load_retinaface_model()),
         )
-        systems["cascade"] = System("RetinaFace (+YuNet if unsure) + SFace", cascade, sface, sface_threshold)
+        if "cascade_plain" in names:  # FACEID_ENROLL_TEMPLATES=false: the service before enrollment templates
+            name = "RetinaFace (+YuNet if unsure) + SFace, plain templates"
+            systems["cascade_plain"] = System(name, cascade, sface, sface_threshold, False)
+        if "cascade" in names:
+            systems["cascade"] = System("RetinaFace (+YuNet if unsure) + SFace", cascade, sface, sface_threshold, True)
     scrfd, mbf = shared_asset("peers", "scrfd_500m_bnkps.onnx"), shared_asset("peers", "w600k_mbf.onnx")
     if {"peer", "cascade_mbf"} & set(names) and (scrfd is None or mbf is None):
         print("peer weights not in the shared assets: the peer is left out")
@@ -618,7 +637,8 @@ def build_systems(names: Sequence[str]) -> dict[str, System]:
         if "peer" in names:
             systems["peer"] = System("peer: SCRFD + MBF", ScrfdDetector(scrfd), MbfEmbedder(mbf))
         if "cascade_mbf" in names:  # diagnosis: our detection and alignment, the peer's embedder
-            detector = systems["cascade"].detector if "cascade" in systems else build_detector("cascade")
+            detector = next((systems[k].detector for k in ("cascade", "cascade_plain") if k in systems), None)
+            detector = detector or build_detector("cascade")
             systems["cascade_mbf"] = System("cascade + MBF (diagnosis)", detector, MbfEmbedder(mbf))
     return systems
 
@@ -750,7 +770,7 @@ def plot(report: dict[str, Any], path: Path) -> Path:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--distractors", type=int, default=1000)
-    parser.add_argument("--systems", default="yunet,retinaface,cascade,peer")
+    parser.add_argument("--systems", default="yunet,retinaface,cascade_plain,cascade,peer")
     parser.add_argument("--conditions", default=",".join(CONDITIONS))
     parser.add_argument("--face-free", type=int, default=120)
     parser.add_argument("--limit", type=int, default=0, help="at most this many probes of each kind (smoke runs)")
@@ -795,13 +815,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     table: dict[str, Any] = {}
     for key, system in systems.items():
         enroll_probes = [degrade(s, "clean", ("enroll", s.label)) for s in enrolled]
-        g, g_found, _ = run_probes(system, enroll_probes)
+        g, g_found, _ = run_probes(system, enroll_probes, enroll=True)
         if not g_found.all():
             raise RuntimeError(f"{system.name}: no face in a clean enrollment photo")
         g_labels = np.array([s.label for s in enrolled])
         distractors = (
             cached_distractors(
-                system, args.distractors, cast(Path, weights), args.out / "cache" / f"robustness_{key}_seed0.npz"
+                system,
+                args.distractors,
+                cast(Path, weights),
+                args.out / "cache" / f"robustness_{key}{'_templates' if system.templates else ''}_seed0.npz",
             )
             if args.distractors
             else np.zeros((0, g.shape[1]), np.float32)
@@ -834,7 +857,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(system.name, "face-free images with a detection:", report["systems"][key]["face_free"])
 
     if args.speed_repeat:
-        timed = {key: system for key, system in systems.items() if key != "cascade_mbf"}
+        # cascade_plain runs /identify exactly as cascade does: templates change enrollment only
+        timed = {key: system for key, system in systems.items() if key not in ("cascade_mbf", "cascade_plain")}
         for key, speed in end_to_end_ms(timed, args.speed_rounds, args.speed_repeat).items():
             report["systems"][key]["single_face_640x480"] = speed
             print(systems[key].name, "640x480 end to end:", speed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -95,3 +96,15 @@ def test_a_tiny_run_reports_every_condition(tmp_path: Path) -> None:
     assert speed["wall_ms"]["spread"][0] <= speed["wall_ms"]["median"] <= speed["wall_ms"]["spread"][1]
     with np.load(tmp_path / "robustness_probes.npz") as probes:
         assert probes["retinaface/clean__quality"].shape == (8, robustness.MEASURES)
+
+
+def test_sface_galleries_store_the_services_enrollment_templates(subject: robustness.Subject) -> None:
+    from service.vision.align import align_face
+    from service.vision.templates import TemplateBuilder
+
+    systems = robustness.build_systems(["cascade", "cascade_plain"])
+    assert systems["cascade"].templates and not systems["cascade_plain"].templates
+    crops = np.stack([align_face(subject.image, subject.landmarks)])
+    plain, template = TemplateBuilder(cast(Any, systems["cascade"].embedder)).build(list(crops))
+    np.testing.assert_allclose(systems["cascade"].gallery_vectors(crops), template, atol=1e-6)
+    np.testing.assert_allclose(systems["cascade_plain"].gallery_vectors(crops), plain, atol=1e-6)
